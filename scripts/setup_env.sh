@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Build the emu_ros development environment on a machine without ROS or a GPU:
+#   .venv/            Python venv: torch 2.13.0 (CPU wheel), the ROS 2 community wheels, sim + test deps
+#   build/ install/   colcon build of this package (interfaces + Python), symlinked to the sources
+#   activate.sh       one file to source: PATH, PYTHONPATH, LD_LIBRARY_PATH, AMENT_PREFIX_PATH
+# Idempotent: a second run with nothing changed takes a few seconds. Every step says what it does;
+# any failure stops with the step named, and the environment is never marked ready half-built.
+#
+# Usage: scripts/setup_env.sh            (from anywhere)
+#        EMU_ROS_PYTHON=python3.12 scripts/setup_env.sh   (choose the interpreter, >= 3.10)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+READY="$VENV/.emu_ros_ready"
+STEP="start"
+say() { printf '[setup_env] %s\n' "$*"; }
+fail() { printf '[setup_env] ERROR: %s\n' "$*" >&2; rm -f "$READY"; exit 1; }
+trap 'rc=$?; if [ $rc -ne 0 ]; then printf "[setup_env] FAILED during step: %s (exit %s). The environment is NOT ready; fix the error above and re-run %s\n" "$STEP" "$rc" "$0" >&2; rm -f "$READY"; fi' EXIT
+
+cd "$ROOT"
+
+# ---------------------------------------------------------------- 1. tools the build needs
+STEP="check build tools"
+PY="${EMU_ROS_PYTHON:-python3}"
+command -v "$PY" >/dev/null 2>&1 || fail "no '$PY' interpreter found; install Python >= 3.10 or set EMU_ROS_PYTHON"
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || fail "$("$PY" --version 2>&1) is too old: emu_ros needs Python >= 3.10"
+"$PY" -c 'import venv, ensurepip' 2>/dev/null || fail "'$PY' lacks venv/ensurepip (Debian: apt-get install python3-venv)"
+missing=()
+for tool in cmake gcc g++ make; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing missing build tools with apt-get: ${missing[*]}"
+    apt-get update -qq && apt-get install -y -qq cmake g++ make >/dev/null \
+      || fail "apt-get could not install ${missing[*]}; install them and re-run"
+  else
+    fail "missing build tools: ${missing[*]} (needed to generate the ROS interfaces); install them (Debian: apt-get install cmake g++ make) and re-run"
+  fi
+fi
+# MuJoCo renders offscreen through EGL (Mesa llvmpipe works without a GPU).
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing EGL (Mesa) for offscreen simulator rendering"
+    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri >/dev/null \
+      || fail "apt-get could not install libegl1/libgl1-mesa-dri; the simulator cannot render"
+  else
+    say "WARNING: libEGL not found: simulator camera rendering will fail (Debian: apt-get install libegl1 libgl1-mesa-dri)"
+  fi
+fi
+
+# ---------------------------------------------------------------- 2. the virtual environment
+STEP="create venv"
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  say "existing .venv is broken; recreating it"
+  rm -rf "$VENV"
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $("$PY" --version 2>&1)"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+
+# Requirements change → reinstall; otherwise skip pip entirely (the warm path).
+STEP="install Python packages"
+req_hash="$(cat "$ROOT/scripts/requirements-dev.txt" "$ROOT/scripts/requirements-ros.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -c1-16)"
+stamp="$VENV/.emu_ros_requirements.$req_hash"
+if [ ! -f "$stamp" ]; then
+  rm -f "$VENV"/.emu_ros_requirements.* "$READY"
+  say "installing torch 2.13.0 (CPU wheel; never an unpinned torch, which pulls several GB of CUDA)"
+  "${PIP[@]}" install "torch==2.13.0" || fail "pip could not install torch==2.13.0"
+  say "installing core, simulation and test packages (scripts/requirements-dev.txt)"
+  "${PIP[@]}" install -r "$ROOT/scripts/requirements-dev.txt" "torch==2.13.0" || fail "pip install -r scripts/requirements-dev.txt failed"
+  say "installing ROS 2 wheels and interface generators (scripts/requirements-ros.txt)"
+  "${PIP[@]}" install -r "$ROOT/scripts/requirements-ros.txt" || fail "pip install -r scripts/requirements-ros.txt failed"
+  say "installing emu_ros itself in editable mode (console script emu-ros)"
+  "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT" || fail "pip install -e . failed"
+  touch "$stamp"
+else
+  say "Python packages up to date (requirements unchanged)"
+fi
+"$VPY" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__' \
+  || fail "torch in .venv is not 2.13.0; delete .venv and re-run"
+
+# ---------------------------------------------------------------- 3. fix paths baked into the ROS wheels
+# The wheels were built under /opt/python/cp311-cp311 and carry that prefix in ~90 CMake/ament
+# files; CMake refuses imported targets whose include dirs do not exist. Rewrite to this venv.
+STEP="rewrite ROS wheel paths"
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+NPINC="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
+PYVER="$("$VPY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+OLD="/opt/python/cp311-cp311"
+# CMake rejects exported include dirs inside the source tree, and this repository (the package) holds
+# .venv: reach numpy's headers through a link outside it.
+LINKDIR="${XDG_CACHE_HOME:-$HOME/.cache}/emu_ros/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+mkdir -p "$LINKDIR" && ln -sfn "$NPINC" "$LINKDIR/numpy_include"
+NPLINK="$LINKDIR/numpy_include"
+mapfile -t baked < <(grep -rIlE "$OLD|$NPINC" "$VENV/share" "$VENV/lib/cmake" 2>/dev/null || true)
+if [ ${#baked[@]} -gt 0 ]; then
+  say "rewriting build-machine paths in ${#baked[@]} ROS wheel files"
+  sed -i \
+    -e "s#$OLD/lib/python3.11/site-packages/numpy/_core/include#$NPLINK#g" \
+    -e "s#$NPINC#$NPLINK#g" \
+    -e "s#$OLD/include/python3.11#$PYINC#g" \
+    -e "s#$OLD/lib/python3.11/site-packages#$SITE#g" \
+    -e "s#$OLD/bin/python3.11#$VPY#g" \
+    -e "s#$OLD#$VENV#g" "${baked[@]}"
+fi
+[ -d "$PYINC" ] && [ -f "$PYINC/Python.h" ] || fail "Python headers not found at $PYINC (Debian: apt-get install python3-dev)"
+ROS_LD="$("$VPY" -c 'import ros_wheels_bootstrapper as b; print(b.get_ros_paths())')" \
+  || fail "ros_wheels_bootstrapper missing: the ROS wheels did not install"
+
+# ---------------------------------------------------------------- 4. build the package with colcon
+STEP="colcon build"
+touch "$VENV/COLCON_IGNORE"; mkdir -p "$ROOT/log"
+say "building emu_ros (interfaces + Python) with colcon into install/"
+(
+  export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" LD_LIBRARY_PATH="$ROS_LD" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+  export PATH="$VENV/bin:$PATH"
+  "$VENV/bin/colcon" --log-base "$ROOT/log" build --paths "$ROOT" --build-base "$ROOT/build" \
+    --install-base "$ROOT/install" --merge-install --symlink-install \
+    --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_FIND_STRATEGY=LOCATION -DPython3_NumPy_INCLUDE_DIR="$NPLINK" -DBUILD_TESTING=OFF \
+    --event-handlers console_direct- summary- > "$ROOT/log/colcon_build.txt" 2>&1 \
+    || { tail -n 40 "$ROOT/log/colcon_build.txt" >&2; exit 1; }
+) || fail "colcon build failed (full log: log/colcon_build.txt)"
+
+# ---------------------------------------------------------------- 5. the activation file
+STEP="write activate.sh"
+INSTALL_SITE="$ROOT/install/lib/python$PYVER/site-packages"
+cat > "$ROOT/activate.sh" <<EOF
+# Generated by scripts/setup_env.sh: source it to use emu_ros from this checkout.
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:\$PATH"
+export PYTHONPATH="$INSTALL_SITE\${PYTHONPATH:+:\$PYTHONPATH}"
+export LD_LIBRARY_PATH="$ROOT/install/lib:$ROS_LD"
+export AMENT_PREFIX_PATH="$ROOT/install:$VENV"
+export CMAKE_PREFIX_PATH="$ROOT/install:$VENV"
+export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+export ROS_AUTOMATIC_DISCOVERY_RANGE="\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+export MUJOCO_GL="\${MUJOCO_GL:-egl}"
+EOF
+
+# ---------------------------------------------------------------- 6. smoke check, then mark ready
+STEP="smoke check"
+(
+  # shellcheck disable=SC1091
+  . "$ROOT/activate.sh"
+  cd "$ROOT"
+  python - <<'PYEOF'
+from emu_ros.action import ExecuteTask, GeneratePlan
+from emu_ros.msg import Plan, PlanStep, StepRecord
+import emu_ros.guidance.types, emu_ros.bridge.protocols
+import rclpy, torch, mujoco
+print(f"[setup_env] ok: rclpy {rclpy.get_rmw_implementation_identifier() if hasattr(rclpy, 'get_rmw_implementation_identifier') else ''}, torch {torch.__version__}, mujoco {mujoco.__version__}")
+PYEOF
+) || fail "the built environment does not import (see above)"
+touch "$READY"
+say "environment ready: source $ROOT/activate.sh"
