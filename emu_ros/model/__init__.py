@@ -1,0 +1,32 @@
+"""Emu3.5 runtime (ROS-free): config, decoder LM, loading, tokenizers, prompts, generation.
+
+Public API (kept stable for the guidance engine and outside checks)::
+
+    load_lm(model_dir, device="cpu", dtype=torch.bfloat16) -> Emu3ForCausalLM   # model(input_ids) -> logits
+    load_vision_tokenizer(tokenizer_dir, device="cpu", dtype=torch.float32) -> IBQ  # encode / decode
+    load_tokenizer(model_dir) -> Emu3Tokenizer
+    write_random_checkpoint(out_dir, config="tiny", seed=0) -> Path
+    Emu35Runtime(model_dir, vq_dir, device, dtype).generate_interleaved(prompt_text, images, task, ...)
+"""
+
+from .configuration_emu3 import PRESETS, ConfigError, Emu3Config, preset_config
+from .generation import (ARImageDecoder, DecodeSession, GenerationConfig, GenerationResult, ImageDecoder,
+                         ModeState, SamplingParams, SpecialIds, cfg_logprobs, generate, sample, task_config)
+from .loading import CheckpointError, load_lm
+from .modeling_emu3 import Emu3ForCausalLM, KVCache
+from .prompts import TASKS, build_prompt, build_unconditional_prompt
+from .random_checkpoint import write_random_checkpoint
+from .runtime import Emu35Runtime, InterleavedOutput
+from .sequence import ImageBlock, Segment, image_string, image_token_ids, parse_image_block, parse_interleaved
+from .tokenizer import Emu3Tokenizer, TokenizerError, load_tokenizer
+from .vision_tokenizer import IBQ, IBQConfig, VisionTokenizerError, load_vision_tokenizer, resize_to_area
+
+__all__ = [
+    "ARImageDecoder", "CheckpointError", "ConfigError", "DecodeSession", "Emu35Runtime", "Emu3Config",
+    "Emu3ForCausalLM", "Emu3Tokenizer", "GenerationConfig", "GenerationResult", "IBQ", "IBQConfig",
+    "ImageBlock", "ImageDecoder", "InterleavedOutput", "KVCache", "ModeState", "PRESETS", "SamplingParams",
+    "Segment", "SpecialIds", "TASKS", "TokenizerError", "VisionTokenizerError", "build_prompt",
+    "build_unconditional_prompt", "cfg_logprobs", "generate", "image_string", "image_token_ids",
+    "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
+    "preset_config", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
+]

@@ -77,11 +77,15 @@ class Emu3ForCausalLM(nn.Module):
         self.max_batch = self.max_seq = 0
 
     def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None,
-                last_only: bool = False) -> Tensor:
-        """input_ids [B, T]; input_pos [B, T] (or [T]) selects cached decoding; kv_len bounds attention."""
+                keep: int | None = None) -> Tensor:
+        """input_ids [B, T]; input_pos [B, T] (or [T]) selects cached decoding; kv_len bounds attention.
+
+        keep=i returns logits [B, 1, vocab] of position i only (e.g. -1): decoding needs just the
+        next-token distribution, so the other T-1 vocabulary projections are skipped.
+        """
         hidden = self.model(input_ids, input_pos, kv_len)
-        if last_only:   # prefill needs only the next-token distribution: skip T-1 vocab projections
-            hidden = hidden[:, -1:]
+        if keep is not None:
+            hidden = hidden[:, keep].unsqueeze(1)
         return self.lm_head(hidden).float()
 
 

@@ -128,6 +128,8 @@ class IBQ(nn.Module):
     def encode(self, images: np.ndarray | Tensor) -> Tensor:
         """uint8 RGB [N, H, W, 3] (H, W multiples of 16) -> LongTensor codes [N, H/16, W/16]."""
         x = _check_images(images)
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            x = x.copy()   # torch refuses to wrap read-only arrays (e.g. np.asarray of a PIL image)
         x = torch.as_tensor(x, device=self.device)
         x = (x.double() / 127.5 - 1.0).to(self.dtype).permute(0, 3, 1, 2)     # [N, 3, H, W] in [-1, 1]
         z = self.quant_conv(self.encoder(x))                                     # [N, D, h, w]
@@ -347,7 +349,7 @@ def resize_to_area(image: Image.Image | np.ndarray, area: int = 518400) -> np.nd
     new_w = int(new_h * aspect)
     new_h = (new_h + DOWNSAMPLE // 2) // DOWNSAMPLE * DOWNSAMPLE
     new_w = (new_w + DOWNSAMPLE // 2) // DOWNSAMPLE * DOWNSAMPLE
-    return np.asarray(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.uint8)
+    return np.array(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.uint8)
 
 
 def load_vision_tokenizer(tokenizer_dir: str | Path, device: str | torch.device = "cpu",
