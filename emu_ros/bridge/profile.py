@@ -42,6 +42,8 @@ class GripperSpec:
     empty_below: float = 0.15
     #: Opening above which a "closed" gripper is still open (it never closed: fault).
     closed_above: float = 0.9
+    #: Opening above which the gripper counts as open after a release (the object was let go).
+    released_above: float = 0.8
     #: Robot units for the adapter: position command for normalised 0 and 1.
     closed_command: float = 0.0
     open_command: float = 1.0

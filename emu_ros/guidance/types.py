@@ -72,6 +72,8 @@ class Plan:
     revision: int = 0
     source: str = ""
     stamp: float = field(default_factory=time.time)
+    #: What the engine noticed while building the plan (parser remarks, dropped steps), for logs.
+    notes: tuple = ()
 
 
 class OutcomeStatus(str, enum.Enum):
