@@ -1,0 +1,254 @@
+"""The simulated bimanual ALOHA: gym-aloha's TransferCube / Insertion physics without per-step rendering.
+
+gym-aloha's own env renders three 640x480 cameras on every step (~160 ms); a closed loop at 50 Hz
+cannot afford that. `AlohaSim` builds the same dm_control environment with an observation that is
+only the joint vector, and renders a camera only when someone asks for it (a subscribed topic, a
+step check, a storyboard). Camera names are the real ALOHA profile's (`cam_high`, ...), mapped to
+the MJCF cameras. The task's own reward is recorded every tick, for scoring only.
+
+Thread safety: every access to physics goes through `AlohaSim.lock` (re-entrant), so a ROS camera
+publisher thread can render while an adapter thread steps.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from emu_ros.bridge.protocols import CameraUnavailable
+from emu_ros.guidance.types import CameraFrame, Observation
+
+log = logging.getLogger(__name__)
+
+#: Real ALOHA camera name -> MJCF camera in the gym-aloha scene.
+CAMERA_MAP = {
+    "cam_high": "top",
+    "cam_low": "angle",
+    "cam_left_wrist": "left_wrist",
+    "cam_right_wrist": "right_wrist",
+    "cam_front_close": "front_close",
+}
+
+CONTROL_DT = 0.02  # s, gym-aloha control period (50 Hz, 10 physics substeps)
+
+# gym-aloha's gripper normalisation (finger slide qpos <-> 0 closed .. 1 open)
+GRIPPER_OPEN = 0.05800
+GRIPPER_CLOSE = 0.01844
+
+
+def normalize_gripper(qpos: float) -> float:
+    return (float(qpos) - GRIPPER_CLOSE) / (GRIPPER_OPEN - GRIPPER_CLOSE)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One gym-aloha scene: MJCF file, task class name, objects (MJCF body -> free-joint qpos start)."""
+
+    name: str
+    xml: str
+    task_class: str
+    objects: tuple  # names of the movable bodies, in qpos order after the 16 robot dofs
+
+
+TASKS = {
+    "transfer_cube": TaskSpec("transfer_cube", "bimanual_viperx_transfer_cube.xml", "TransferCubeTask", ("box",)),
+    "insertion": TaskSpec("insertion", "bimanual_viperx_insertion.xml", "InsertionTask", ("peg", "socket")),
+}
+
+
+def _headless_task(base_cls):
+    """The gym-aloha task with an observation that renders nothing (the reason for this module)."""
+
+    class Headless(base_cls):  # type: ignore[misc, valid-type]
+        def get_observation(self, physics):  # noqa: D401 - dm_control hook
+            return {"qpos": self.get_qpos(physics)}
+
+    Headless.__name__ = f"Headless{base_cls.__name__}"
+    return Headless
+
+
+def sample_initial_pose(task: str, seed: Optional[int]) -> np.ndarray:
+    """The object pose(s) gym-aloha's `AlohaEnv.reset(seed)` would draw for this seed."""
+    from gym_aloha.utils import sample_box_pose, sample_insertion_pose
+
+    if task == "transfer_cube":
+        return np.asarray(sample_box_pose(seed), float)
+    return np.concatenate(sample_insertion_pose(seed)).astype(float)
+
+
+class AlohaSim:
+    """gym-aloha physics for one task, stepped explicitly, with on-demand offscreen rendering."""
+
+    def __init__(self, task: str = "transfer_cube", image_size: tuple = (480, 640)):
+        if task not in TASKS:
+            raise ValueError(f"unknown sim task {task!r} (known: {sorted(TASKS)})")
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        from dm_control import mujoco as dm_mujoco
+        from dm_control.rl import control
+        from gym_aloha import constants
+        from gym_aloha.tasks import sim as aloha_tasks
+
+        self.spec = TASKS[task]
+        self.task_name = task
+        self.image_size = tuple(image_size)
+        self._aloha_tasks = aloha_tasks
+        self._PhysicsError = control.PhysicsError
+        self.physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / self.spec.xml))
+        self.task = _headless_task(getattr(aloha_tasks, self.spec.task_class))()
+        self.env = control.Environment(self.physics, self.task, time_limit=float("inf"), control_timestep=CONTROL_DT,
+                                       n_sub_steps=None, flat_observation=False)
+        self.lock = threading.RLock()
+        self.model = self.physics.model.ptr
+        self.data = self.physics.data.ptr
+        self.action = np.zeros(14)
+        self.seed: Optional[int] = None
+        self.ticks = 0
+        self.reward = 0.0
+        self.max_reward = 0.0
+        self.physics_error = ""
+        #: Called under the lock after every control tick with (sim); fault injection hooks in here.
+        self.tick_hooks: list = []
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: Optional[int] = None) -> None:
+        """Seeded reset, exactly like gym-aloha's `AlohaEnv.reset(seed)` (objects drawn from the seed)."""
+        with self.lock:
+            self.seed = seed
+            self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
+            self.env.reset()
+            q = self.task.get_qpos(self.physics)
+            self.action = np.asarray(q, float).copy()
+            self.ticks = 0
+            self.reward = 0.0
+            self.max_reward = 0.0
+            self.physics_error = ""
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since reset."""
+        return self.ticks * CONTROL_DT
+
+    def step(self, action: Optional[Sequence[float]] = None) -> float:
+        """One 50 Hz control tick with the 14-d gym-aloha action (absolute joints + normalised grippers).
+
+        Raises the simulator's PhysicsError (after recording it) when MuJoCo diverges.
+        """
+        with self.lock:
+            if action is not None:
+                self.action = np.asarray(action, float).copy()
+            try:
+                ts = self.env.step(self.action)
+            except self._PhysicsError as e:
+                self.physics_error = str(e)
+                log.warning("physics error at tick %d: %s", self.ticks, e)
+                raise
+            self.ticks += 1
+            self.reward = float(ts.reward or 0.0)
+            self.max_reward = max(self.max_reward, self.reward)
+            for hook in list(self.tick_hooks):
+                hook(self)
+            return self.reward
+
+    # ------------------------------------------------------------------ state
+    def qpos14(self) -> np.ndarray:
+        """[left 6 joints, left gripper 0..1, right 6 joints, right gripper 0..1] as measured."""
+        with self.lock:
+            return np.asarray(self.task.get_qpos(self.physics), float)
+
+    def qvel14(self) -> np.ndarray:
+        with self.lock:
+            return np.asarray(self.task.get_qvel(self.physics), float)
+
+    def body_pose(self, body: str) -> tuple:
+        """World position (3,) and rotation (3, 3) of an MJCF body."""
+        with self.lock:
+            bid = self.model.body(body).id
+            return self.data.xpos[bid].copy(), self.data.xmat[bid].reshape(3, 3).copy()
+
+    def object_qpos_adr(self, body: str) -> int:
+        """qpos address of a movable body's free joint (xyz + quat wxyz)."""
+        with self.lock:
+            jid = self.model.body(body).jntadr[0]
+            return int(self.model.jnt_qposadr[jid])
+
+    def set_object_pose(self, body: str, position: Sequence[float], quat: Optional[Sequence[float]] = None) -> None:
+        """Teleport a movable object (fault injection only) and zero its velocity."""
+        import mujoco
+
+        with self.lock:
+            adr = self.object_qpos_adr(body)
+            self.data.qpos[adr:adr + 3] = position
+            if quat is not None:
+                self.data.qpos[adr + 3:adr + 7] = quat
+            jid = self.model.body(body).jntadr[0]
+            vadr = int(self.model.jnt_dofadr[jid])
+            self.data.qvel[vadr:vadr + 6] = 0.0
+            mujoco.mj_forward(self.model, self.data)
+
+    def contacts(self) -> set:
+        """Set of (geom1, geom2) name pairs in contact now."""
+        with self.lock:
+            out = set()
+            for c in self.data.contact[: self.data.ncon]:
+                out.add((self.model.geom(c.geom1).name, self.model.geom(c.geom2).name))
+            return out
+
+    # ------------------------------------------------------------------ cameras
+    def render(self, camera: str, height: Optional[int] = None, width: Optional[int] = None) -> np.ndarray:
+        """Render one camera (profile name like `cam_high`, or an MJCF camera name) as uint8 RGB."""
+        mj_cam = CAMERA_MAP.get(camera, camera)
+        h = int(height or self.image_size[0])
+        w = int(width or self.image_size[1])
+        with self.lock:
+            try:
+                self.model.camera(mj_cam)
+            except KeyError:
+                raise CameraUnavailable(f"sim has no camera {camera!r} (known: {sorted(CAMERA_MAP)})") from None
+            return np.ascontiguousarray(self.physics.render(height=h, width=w, camera_id=mj_cam))
+
+
+class SimImageSource:
+    """`ImageSource` over the simulator: renders only the cameras asked for, on demand.
+
+    `dropout(cameras, seconds)` makes those cameras return nothing (CameraUnavailable) for a while,
+    like a USB camera that disconnects; used by fault injection.
+    """
+
+    def __init__(self, sim: AlohaSim, cameras: Sequence[str] = ("cam_high",), size: Optional[tuple] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.sim = sim
+        self.cameras = tuple(cameras)
+        self.size = size
+        self._clock = clock
+        self._dropout_until: dict = {}
+        self._lock = threading.Lock()
+        self.renders = 0
+
+    def dropout(self, cameras: Optional[Sequence[str]], seconds: float) -> None:
+        until = self._clock() + float(seconds)
+        with self._lock:
+            for c in cameras or self.cameras:
+                self._dropout_until[c] = until
+        log.info("camera dropout of %s for %.2f s", list(cameras or self.cameras), seconds)
+
+    def unavailable(self, camera: str) -> bool:
+        with self._lock:
+            return self._clock() < self._dropout_until.get(camera, -1.0)
+
+    def observe(self, cameras: Optional[Sequence[str]] = None) -> Observation:
+        names = tuple(cameras or self.cameras)
+        dead = [c for c in names if self.unavailable(c)]
+        if dead:
+            raise CameraUnavailable(f"no frames from camera(s) {dead} (dropout)")
+        h, w = self.size if self.size else (None, None)
+        frames = {}
+        for c in names:
+            img = self.sim.render(c, h, w)
+            self.renders += 1
+            frames[c] = CameraFrame(camera=c, image=img, stamp=time.time())  # wall time: staleness checks
+        return Observation(frames=frames, stamp=time.time())
