@@ -1,0 +1,40 @@
+"""Shared fixtures: one tiny random checkpoint (official layout) per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from emu_ros.model import load_lm, load_tokenizer, load_vision_tokenizer, write_random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def lm_dir(ckpt_root: Path) -> Path:
+    return ckpt_root / "Emu3.5"
+
+
+@pytest.fixture(scope="session")
+def vq_dir(ckpt_root: Path) -> Path:
+    return ckpt_root / "Emu3.5-VisionTokenizer"
+
+
+@pytest.fixture(scope="session")
+def lm32(lm_dir: Path):
+    return load_lm(lm_dir, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tok(lm_dir: Path):
+    return load_tokenizer(lm_dir)
+
+
+@pytest.fixture(scope="session")
+def vq(vq_dir: Path):
+    return load_vision_tokenizer(vq_dir)
