@@ -1,0 +1,516 @@
+"""TaskRunner: plan → for each step: map → execute → check → retry / re-plan, with events and a log.
+
+One `run(task)` is one task (one ExecuteTask goal in the ROS layer). The loop:
+
+    planning → plan_ready → for each step:
+        step_started → SkillMapper → SkillExecutor (in a worker thread, bounded by the step
+        timeout) → settle → joint state + camera view → StepMonitor
+          FINISHED                      → step_finished, next step
+          FAILED (retryable), retries left → step_failed (will_retry) and the same step again
+          UNFINISHED, unmapped, or FAILED with no retries left
+                                        → step_unfinished / step_failed, then `replanning` with the
+                                          failure recorded in the history, a new plan from the
+                                          current views (at most max_replans), or `aborted`
+    all steps finished → done.   cancel at any point → canceled (adapter goals canceled).
+
+Robustness rules: a listener, the planner, the executor, the adapter or the log raising never
+crashes the runner — each becomes an outcome, an abort with the message, or a logged warning. The
+task log gets every event (JSONL, fsync'd) and a summary.json on every exit path.
+
+Threading: `run` blocks the calling thread; `cancel()` may be called from any thread (the ROS
+action server's cancel callback). One runner runs one task at a time.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Protocol, Sequence
+
+from emu_ros.bridge.monitor import StepMonitor
+from emu_ros.bridge.protocols import (CameraUnavailable, ImageSource, JointState, RobotAdapter, SkillCall,
+                                      SkillExecution, SkillExecutor)
+from emu_ros.bridge.skill_mapper import SkillMapper
+from emu_ros.bridge.task_log import TaskLog
+from emu_ros.guidance.types import (Cancelled, CancelToken, HistoryEntry, Observation, OutcomeStatus, Plan,
+                                    PlanningError, PlanStep, StepOutcome)
+
+log = logging.getLogger(__name__)
+
+
+class EventType(str, enum.Enum):
+    """Runner events, in the order they can happen (values are the names in the JSONL log)."""
+
+    PLANNING = "planning"
+    STEP_PLANNED = "step_planned"  # a step streamed from the planner before the plan is complete
+    PLAN_READY = "plan_ready"
+    STEP_STARTED = "step_started"
+    STEP_FINISHED = "step_finished"
+    STEP_UNFINISHED = "step_unfinished"
+    STEP_FAILED = "step_failed"
+    REPLANNING = "replanning"
+    DONE = "done"
+    ABORTED = "aborted"
+    CANCELED = "canceled"
+
+
+TERMINAL = (EventType.DONE, EventType.ABORTED, EventType.CANCELED)
+
+
+@dataclass(frozen=True)
+class RunnerEvent:
+    """What listeners receive. `plan` is set on plan_ready; `outcome` on step_* verdicts."""
+
+    type: EventType
+    task: str
+    run_id: str
+    revision: int = 0  # plan revision (0 = first plan; +1 per re-plan)
+    replans: int = 0
+    step_index: Optional[int] = None
+    step_count: int = 0
+    step_text: str = ""
+    attempt: int = 0  # 0 = first try of this step in this plan, 1 = first retry, ...
+    message: str = ""
+    will_retry: bool = False
+    outcome: Optional[StepOutcome] = None
+    plan: Optional[Plan] = None
+    step: Optional[PlanStep] = None
+    stamp: float = field(default_factory=time.time)
+
+
+Listener = Callable[[RunnerEvent], None]
+
+
+class Planner(Protocol):
+    """What the runner needs from guidance: GuidanceEngine satisfies it; the ROS bridge wraps ~/generate_plan."""
+
+    def plan(self, task: str, history: Optional[Sequence[HistoryEntry]] = None, revision: int = 0,
+             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Bounds and timing of one task run."""
+
+    #: Extra attempts of a FAILED step (aborted goal, timeout, tolerance) before re-planning.
+    max_retries: int = 1
+    #: New plans after the first one; 0 = stop at the first step that is not finished.
+    max_replans: int = 3
+    #: Attempts to get a plan each time one is needed (a camera may be briefly unavailable).
+    planning_attempts: int = 2
+    planning_retry_delay_s: float = 0.5
+    #: Wait after a step's motion before reading joints and cameras (None = profile's settle_s).
+    settle_s: Optional[float] = None
+    #: Wall-clock bound of one step's execution (None = profile's step_timeout_s).
+    step_timeout_s: Optional[float] = None
+    #: How long a canceled/timed-out executor thread gets to return before the runner moves on.
+    executor_grace_s: float = 2.0
+    #: FAILED codes never retried (retrying the same text cannot help): re-plan at once.
+    no_retry_codes: tuple = ("unmapped", "executor_error")
+    #: Save step images and camera views as PNG in the task log.
+    log_images: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_retries", "max_replans"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RunnerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.planning_attempts < 1:
+            raise ValueError(f"RunnerConfig.planning_attempts must be >= 1, got {self.planning_attempts}")
+
+
+@dataclass
+class TaskResult:
+    """How a run ended. status: succeeded | aborted | canceled."""
+
+    task: str
+    run_id: str
+    status: str
+    message: str
+    steps_done: int
+    replans: int
+    retries: int
+    outcomes: List[StepOutcome]
+    history: List[HistoryEntry]
+    plans: List[Plan]
+    elapsed_s: float
+    log_dir: Optional[str] = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == "succeeded"
+
+
+class _Abort(Exception):
+    """Internal: end the run as aborted with this message."""
+
+
+class TaskRunner:
+    """Executes tasks step by step on one robot; see the module docstring for the loop."""
+
+    def __init__(self, planner: Planner, mapper: SkillMapper, executor: SkillExecutor, adapter: RobotAdapter,
+                 monitor: StepMonitor, image_source: Optional[ImageSource] = None,
+                 config: Optional[RunnerConfig] = None, log_root: Optional[Path] = None):
+        self.planner = planner
+        self.mapper = mapper
+        self.executor = executor
+        self.adapter = adapter
+        self.monitor = monitor
+        self.image_source = image_source
+        self.config = config or RunnerConfig()
+        self.log_root = Path(log_root) if log_root is not None else None
+        tol = monitor.profile.tolerances
+        self.settle_s = float(self.config.settle_s if self.config.settle_s is not None else tol.settle_s)
+        self.step_timeout_s = float(self.config.step_timeout_s if self.config.step_timeout_s is not None
+                                    else tol.step_timeout_s)
+        self._listeners: List[Listener] = []
+        self._lock = threading.Lock()
+        self._token: Optional[CancelToken] = None
+        self._running = False
+        self._log: Optional[TaskLog] = None
+
+    # ---- public API ------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event)` for every event (from the thread running the task)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def cancel(self, reason: str = "canceled by request") -> bool:
+        """Cancel the running task from any thread; False if nothing is running."""
+        with self._lock:
+            token = self._token
+        if token is None:
+            return False
+        token.cancel(reason)
+        return True
+
+    def run(self, task: str, cancel: Optional[CancelToken] = None, log_dir: Optional[Path] = None) -> TaskResult:
+        """Run one task to the end (succeeded, aborted or canceled); never raises for task failures."""
+        with self._lock:
+            if self._running:
+                raise RuntimeError("TaskRunner is already running a task; cancel it or use another runner")
+            self._running = True
+            self._token = cancel or CancelToken()
+        run = _Run(task=task.strip(), run_id=uuid.uuid4().hex[:12], token=self._token)
+        self._log = self._open_log(run, log_dir)
+        try:
+            return self._run(run)
+        finally:
+            with self._lock:
+                self._running = False
+                self._token = None
+            self._log = None
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _run(self, run: "_Run") -> TaskResult:
+        cfg = self.config
+        try:
+            if not run.task:
+                raise _Abort("empty task instruction")
+            plan = self._new_plan(run, reason="")
+            i = 0
+            while i < len(plan.steps):
+                step = plan.steps[i]
+                outcome = self._attempt(run, plan, step)
+                if outcome.status is OutcomeStatus.FINISHED:
+                    run.steps_done += 1
+                    i += 1
+                    continue
+                if outcome.status is OutcomeStatus.CANCELED:
+                    raise Cancelled(run.token.reason or outcome.reason or "canceled")
+                # FAILED or UNFINISHED, retries spent (or not retryable): re-plan or give up.
+                if not cfg.max_replans or run.replans >= cfg.max_replans:
+                    budget = (f"re-planning is off (max_replans=0)" if not cfg.max_replans
+                              else f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)")
+                    raise _Abort(f"step {step.index + 1} \"{step.text}\" {outcome.status.value}: {outcome.reason} — {budget}")
+                run.replans += 1
+                plan = self._new_plan(run, reason=f"step \"{step.text}\" {outcome.status.value}: {outcome.reason}")
+                i = 0
+            message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "")
+            self._emit(run, EventType.DONE, message=message)
+            return self._finish(run, "succeeded", message)
+        except Cancelled as e:
+            return self._cancelled(run, str(e) or "canceled")
+        except _Abort as e:
+            self._emit(run, EventType.ABORTED, message=str(e))
+            return self._finish(run, "aborted", str(e))
+        except Exception as e:  # noqa: BLE001 - last line of defence: report, never crash the caller
+            log.exception("task runner internal error")
+            msg = f"internal error: {type(e).__name__}: {e}"
+            self._emit(run, EventType.ABORTED, message=msg)
+            return self._finish(run, "aborted", msg)
+
+    def _attempt(self, run: "_Run", plan: Plan, step: PlanStep) -> StepOutcome:
+        """Run one step with its retries; returns the final outcome (history and events included)."""
+        attempt = 0
+        while True:
+            if run.token.cancelled:
+                raise Cancelled(run.token.reason)
+            self._emit(run, EventType.STEP_STARTED, step=step, attempt=attempt,
+                       message=f"step {step.index + 1}/{len(plan.steps)}: {step.text}")
+            outcome, after = self._execute(run, step)
+            run.outcomes.append(outcome)
+            if outcome.status is not OutcomeStatus.CANCELED:
+                run.history.append(HistoryEntry(text=outcome.text, status=outcome.status, reason=outcome.reason))
+            if outcome.status is OutcomeStatus.CANCELED:
+                return outcome
+            images = {"observed": _frame(after, self.monitor.camera)}
+            if outcome.status is OutcomeStatus.FINISHED:
+                self._emit(run, EventType.STEP_FINISHED, step=step, attempt=attempt, outcome=outcome, images=images)
+                return outcome
+            retry = (outcome.status is OutcomeStatus.FAILED and outcome.code not in self.config.no_retry_codes
+                     and attempt < self.config.max_retries)
+            kind = EventType.STEP_FAILED if outcome.status is OutcomeStatus.FAILED else EventType.STEP_UNFINISHED
+            self._emit(run, kind, step=step, attempt=attempt, outcome=outcome, will_retry=retry,
+                       message=outcome.reason, images=images)
+            if not retry:
+                return outcome
+            attempt += 1
+            run.retries += 1
+
+    def _execute(self, run: "_Run", step: PlanStep) -> tuple:
+        """Map, execute (bounded, cancelable), settle, observe, judge → (StepOutcome, observation after)."""
+        t0 = time.monotonic()
+        mapping = self.mapper.map(step.text)
+        if not mapping.mapped:
+            return (StepOutcome(step_index=step.index, text=step.text, status=OutcomeStatus.FAILED,
+                                reason=f"unmapped step: {mapping.reason}", code="unmapped",
+                                details={"matched_skill": mapping.matched_skill}), None)
+        before = self._observe()
+        execution, code, reason = self._run_executor(run, mapping.call)
+        if code:
+            status = OutcomeStatus.CANCELED if code == "canceled" else OutcomeStatus.FAILED
+            return StepOutcome(step_index=step.index, text=step.text, status=status, reason=reason, code=code,
+                               details={"skill": mapping.call.skill}), None
+        if self.settle_s > 0 and run.token.wait(self.settle_s):
+            return self._canceled_outcome(step, run), None
+        state = self._joint_state()
+        after = self._observe()
+        outcome = self.monitor.evaluate(step, execution, state, after, time.monotonic() - t0, before=before)
+        outcome.details.setdefault("call", {"skill": mapping.call.skill, "arm": mapping.call.arm,
+                                            "obj": mapping.call.obj, "location": mapping.call.location})
+        return outcome, after
+
+    def _run_executor(self, run: "_Run", call: SkillCall) -> tuple:
+        """Execute a skill in a worker thread; returns (execution, failure code, reason)."""
+        child = CancelToken()
+        box: dict = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["execution"] = self.executor.execute(call, child)
+            except Cancelled as e:
+                box["cancelled"] = str(e)
+            except BaseException as e:  # noqa: BLE001 - reported as an outcome
+                box["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name=f"skill-{call.skill}", daemon=True).start()
+        deadline = time.monotonic() + self.step_timeout_s
+        while not done.wait(0.02):
+            if run.token.cancelled:
+                self._stop_motion(child, run.token.reason)
+                done.wait(self.config.executor_grace_s)
+                return None, "canceled", f"canceled during '{call.skill}': {run.token.reason}"
+            if time.monotonic() > deadline:
+                self._stop_motion(child, "step timeout")
+                done.wait(self.config.executor_grace_s)
+                return None, "step_timeout", (f"skill '{call.skill}' did not finish within the step timeout "
+                                              f"{self.step_timeout_s:.1f} s; goals canceled")
+        if run.token.cancelled or "cancelled" in box:
+            self._stop_motion(child, run.token.reason or "canceled")
+            return None, "canceled", f"canceled during '{call.skill}': {run.token.reason or box.get('cancelled')}"
+        if "error" in box:
+            e = box["error"]
+            log.error("skill executor raised on %s: %s: %s", call.skill, type(e).__name__, e)
+            self._stop_motion(child, "executor error")
+            return None, "executor_error", f"skill executor raised {type(e).__name__}: {e}"
+        execution = box.get("execution")
+        if not isinstance(execution, SkillExecution):
+            return None, "executor_error", f"skill executor returned {type(execution).__name__}, not a SkillExecution"
+        return execution, "", ""
+
+    def _stop_motion(self, child: CancelToken, reason: str) -> None:
+        child.cancel(reason)
+        try:
+            self.adapter.cancel_all()
+        except Exception:  # noqa: BLE001 - report, keep going: the run must end cleanly
+            log.exception("adapter.cancel_all() failed")
+
+    # ---- planning ----------------------------------------------------------------------------
+    def _new_plan(self, run: "_Run", reason: str) -> Plan:
+        """Ask the planner (first plan or a re-plan with the history); aborts after planning_attempts."""
+        revision = run.replans
+        if revision:
+            self._emit(run, EventType.REPLANNING, message=f"re-plan {revision}/{self.config.max_replans}: {reason}")
+        errors = []
+        for attempt in range(self.config.planning_attempts):
+            if run.token.cancelled:
+                raise Cancelled(run.token.reason)
+            self._emit(run, EventType.PLANNING, attempt=attempt,
+                       message=f"planning {run.task!r}" + (f" (revision {revision})" if revision else ""))
+            try:
+                plan = self.planner.plan(run.task, history=list(run.history), revision=revision,
+                                         on_step=lambda s: self._emit(run, EventType.STEP_PLANNED, step=s,
+                                                                      message=s.text),
+                                         cancel=run.token)
+                if not isinstance(plan, Plan) or not plan.steps:
+                    raise PlanningError(f"planner returned {'an empty plan' if isinstance(plan, Plan) else type(plan).__name__}")
+                run.plans.append(plan)
+                self._emit(run, EventType.PLAN_READY, plan=plan,
+                           message=f"{len(plan.steps)} steps from {plan.source or 'unknown source'}",
+                           images={f"step{i + 1}": s.image for i, s in enumerate(plan.steps)})
+                return plan
+            except Cancelled:
+                raise
+            except Exception as e:  # noqa: BLE001 - PlanningError or any planner bug
+                if run.token.cancelled:
+                    raise Cancelled(run.token.reason) from e
+                errors.append(f"{type(e).__name__}: {e}" if not isinstance(e, PlanningError) else str(e))
+                log.warning("planning attempt %d failed: %s", attempt + 1, errors[-1])
+                if attempt + 1 < self.config.planning_attempts and run.token.wait(self.config.planning_retry_delay_s):
+                    raise Cancelled(run.token.reason)
+        raise _Abort(f"planning failed after {len(errors)} attempt(s): {errors[-1]}")
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _observe(self) -> Optional[Observation]:
+        if self.image_source is None:
+            return None
+        try:
+            return self.image_source.observe([self.monitor.camera])
+        except CameraUnavailable as e:
+            log.warning("no camera view for the visual check: %s", e)
+        except Exception:  # noqa: BLE001
+            log.exception("image source failed")
+        return None
+
+    def _joint_state(self) -> Optional[JointState]:
+        try:
+            return self.adapter.joint_state()
+        except Exception as e:  # noqa: BLE001 - the monitor reports "no joint state"
+            log.warning("adapter.joint_state() failed: %s: %s", type(e).__name__, e)
+            return None
+
+    @staticmethod
+    def _canceled_outcome(step: PlanStep, run: "_Run") -> StepOutcome:
+        return StepOutcome(step_index=step.index, text=step.text, status=OutcomeStatus.CANCELED,
+                           reason=run.token.reason or "canceled", code="canceled")
+
+    def _cancelled(self, run: "_Run", reason: str) -> TaskResult:
+        try:
+            self.adapter.cancel_all()
+        except Exception:  # noqa: BLE001
+            log.exception("adapter.cancel_all() failed during cancel")
+        msg = f"canceled: {reason}"
+        self._emit(run, EventType.CANCELED, message=msg)
+        return self._finish(run, "canceled", msg)
+
+    def _open_log(self, run: "_Run", log_dir: Optional[Path]) -> Optional[TaskLog]:
+        try:
+            if log_dir is not None:
+                return TaskLog(Path(log_dir), run_id=run.run_id)
+            if self.log_root is not None:
+                return TaskLog.create(self.log_root, run.task or "task", run_id=run.run_id)
+        except Exception:  # noqa: BLE001 - a run without a log is better than no run
+            log.exception("cannot open the task log; running without one")
+        return None
+
+    def _emit(self, run: "_Run", kind: EventType, images: Optional[dict] = None, **kw) -> None:
+        plan = run.plans[-1] if run.plans else None
+        step = kw.get("step")
+        event = RunnerEvent(type=kind, task=run.task, run_id=run.run_id, revision=run.replans, replans=run.replans,
+                            step_index=step.index if step is not None else None,
+                            step_count=len(plan.steps) if plan is not None else 0,
+                            step_text=step.text if step is not None else "", **kw)
+        if self._log is not None:
+            try:
+                self._log.write(kind.value, _event_record(event),
+                                images=images if self.config.log_images else None)
+            except Exception:  # noqa: BLE001 - logging trouble must not stop the robot task
+                log.exception("task log write failed for %s", kind.value)
+        level = logging.WARNING if kind in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED, EventType.ABORTED) \
+            else logging.INFO
+        if kind is not EventType.STEP_PLANNED:
+            log.log(level, "[%s] %s %s", run.run_id, kind.value, event.message)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener must never break the run
+                log.exception("runner listener %r failed on %s", listener, kind.value)
+
+    def _finish(self, run: "_Run", status: str, message: str) -> TaskResult:
+        result = TaskResult(task=run.task, run_id=run.run_id, status=status, message=message,
+                            steps_done=run.steps_done, replans=run.replans, retries=run.retries,
+                            outcomes=list(run.outcomes), history=list(run.history), plans=list(run.plans),
+                            elapsed_s=time.monotonic() - run.t0,
+                            log_dir=str(self._log.run_dir) if self._log is not None else None)
+        if self._log is not None:
+            try:
+                self._log.close(summary=_summary(result))
+            except Exception:  # noqa: BLE001
+                log.exception("closing the task log failed")
+        return result
+
+
+@dataclass
+class _Run:
+    task: str
+    run_id: str
+    token: CancelToken
+    steps_done: int = 0
+    replans: int = 0
+    retries: int = 0
+    outcomes: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    plans: list = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+
+
+def _frame(observation: Optional[Observation], camera: str):
+    if observation is None or camera not in observation.frames:
+        return None
+    return observation.frames[camera].image
+
+
+def _event_record(e: RunnerEvent) -> dict:
+    """The JSONL fields of an event (plan and outcome flattened; images go separately)."""
+    rec = {"task": e.task, "revision": e.revision, "replans": e.replans, "message": e.message}
+    if e.step_index is not None:
+        rec.update(step_index=e.step_index, step_count=e.step_count, step_text=e.step_text, attempt=e.attempt)
+    if e.type in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED):
+        rec["will_retry"] = e.will_retry
+    if e.outcome is not None:
+        rec["outcome"] = {"status": e.outcome.status.value, "code": e.outcome.code, "reason": e.outcome.reason,
+                          "details": e.outcome.details}
+    if e.plan is not None:
+        rec["plan"] = {"plan_id": e.plan.plan_id, "revision": e.plan.revision, "source": e.plan.source,
+                       "notes": list(e.plan.notes),
+                       "steps": [{"index": s.index, "text": s.text, "source": s.source, "notes": list(s.notes),
+                                  "has_image": s.image is not None} for s in e.plan.steps]}
+    if e.step is not None and e.type is EventType.STEP_PLANNED:
+        rec["source"] = e.step.source
+        rec["notes"] = list(e.step.notes)
+    return rec
+
+
+def _summary(r: TaskResult) -> dict:
+    return {"task": r.task, "status": r.status, "success": r.success, "message": r.message,
+            "steps_done": r.steps_done, "replans": r.replans, "retries": r.retries,
+            "elapsed_s": round(r.elapsed_s, 3),
+            "sources": sorted({p.source for p in r.plans}),
+            "plans": [{"plan_id": p.plan_id, "revision": p.revision, "source": p.source,
+                       "steps": [s.text for s in p.steps]} for p in r.plans],
+            "outcomes": [{"step_index": o.step_index, "text": o.text, "status": o.status.value, "code": o.code,
+                          "reason": o.reason} for o in r.outcomes]}
