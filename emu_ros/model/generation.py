@@ -432,6 +432,10 @@ def generate(model: Emu3ForCausalLM, prompt_ids: list[int], uncond_ids: list[int
         if token == ids.eos and not state.in_image:
             reason = "eos"
             break
+        if token == ids.boi and not state.in_image and pending:
+            # a forced BOI follows unfed text: that text belongs to the conditional stream only
+            session.feed(session.tensor(pending), 1)
+            pending = []
         state.advance(token)
         pending.append(token)
         if not state.in_image:
