@@ -32,7 +32,7 @@ from emu_ros.guidance.types import CancelToken
 
 log = logging.getLogger(__name__)
 
-SKILLS = ("reach", "grasp", "lift", "place", "release", "open", "close", "push", "wipe", "handover", "home")
+SKILLS = ("reach", "grasp", "lift", "place", "release", "open", "close", "push", "wipe", "handover", "insert", "home")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class SkillDefaults:
     waypoint_spacing: float = 0.02  # m between IK waypoints on straight segments
     retreat: float = 0.10
     place_height: float = 0.0  # object centre above the place target when opening
+    lift_orient: str = "toward"  # at a lift target: "toward" = fingers point across the table, "keep" = as grasped
+    insert_depth: float = 0.09  # held object's centre this far from the target's centre at the end of an insert
+    pre_insert: float = 0.05  # extra distance of the aligned pre-insert pose
     push_distance: float = 0.08
     wipe_width: float = 0.10
     wipe_strokes: int = 3
@@ -144,6 +147,11 @@ class ProfileSkillExecutor:
         return getattr(SkillDefaults, name) if name in {f.name for f in fields(SkillDefaults)} else None
 
     def _arm(self, call: SkillCall) -> ArmSpec:
+        if not call.arm and call.obj and self.perception is not None:
+            est = self.perception.locate(call.obj)  # no arm named: the arm holding the object
+            for a in self.profile.arms:
+                if est is not None and a.gripper and self.holding.get(a.gripper) == est.name and a.name in self.chains:
+                    return a
         if not call.arm:
             if len(self.chains) == 1:
                 return self.profile.arm(next(iter(self.chains)))
@@ -360,6 +368,14 @@ class ProfileSkillExecutor:
             self.holding.pop(arm.gripper, None)
             self._above(arm, call, pos, yaw, body, ex, cancel)
             return
+        mode = call.params.get("mode")
+        if mode in ("retract", "descend"):
+            q0 = self._q(arm)
+            p0, R0 = self._tool(arm, q0)
+            d = float(call.params.get("distance_m") or self.param(call, "retreat" if mode == "retract" else "approach_height"))
+            p1 = p0 - R0[:, 0] * d if mode == "retract" else p0 - np.array([0.0, 0.0, d])
+            self._send(arm, self._line(arm, q0, p1, R0, call, what=mode), ex, cancel)
+            return
         target = self._location(call, call.location)
         if target is None:
             raise SkillError(f"reach: step {call.text!r} names neither an object nor a location", "no_object")
@@ -412,7 +428,9 @@ class ProfileSkillExecutor:
                 if R is None or self._stop(ex, cancel):
                     return
             grasp_p = pos + np.array([0.0, 0.0, float(self.param(call, "grasp_offset_z", body))])
-            grasp_p = grasp_p + np.asarray(self.param(call, "grasp_offset", body) or (0.0, 0.0, 0.0), float)
+            off = np.asarray(self.param(call, "grasp_offset", body) or (0.0, 0.0, 0.0), float)  # object frame
+            c, s_ = np.cos(yaw), np.sin(yaw)
+            grasp_p = grasp_p + np.array([c * off[0] - s_ * off[1], s_ * off[0] + c * off[1], off[2]])
             q0 = self._q(arm)
             if not self._send(arm, self._line(arm, q0, grasp_p, R, call, what="descent"), ex, cancel):
                 return
@@ -469,6 +487,9 @@ class ProfileSkillExecutor:
             # present the object at `target`, fingers pointing from this arm's base toward the other side
             base = np.asarray(arm.chain.base_xyz, float)
             x = _unit([target[0] - base[0], target[1] - base[1], 0.0])
+            keep = str(self.param(call, "lift_orient", body)) == "keep"
+            if keep:
+                x = R0[:, 0]
             R1 = frame(x, R0[:, 1])
             offset = np.zeros(3)
             if body and self.perception is not None:
@@ -583,3 +604,42 @@ class ProfileSkillExecutor:
         if not self._grip(arm, float(self.param(call, "gripper_closed")), ex, cancel):
             return
         self._cartesian_path(arm, call, pts, frame([0.0, 0.0, -1.0], [0.0, 1.0, 0.0]), ex, cancel, "wipe")
+
+    def _skill_insert(self, call: SkillCall, ex: SkillExecution, cancel: Optional[CancelToken]) -> None:
+        """Insert the held object into a target object along the target's long (x) axis.
+
+        Aligns the held object on the target's axis at a pre-insert distance, re-measures both
+        (perception), then slides in slowly until the object's centre is `insert_depth` from the
+        target's centre. The gripper keeps holding (no release).
+        """
+        arm = self._arm(call)
+        body = self.holding.get(arm.gripper)
+        if body is None:
+            raise SkillError(f"insert: the {arm.gripper} holds nothing to insert", "not_holding")
+        if not call.location:
+            raise SkillError(f"insert: step {call.text!r} names no target to insert into", "no_location")
+        _, _, tgt_body = self._locate(call.location, "target")
+        base = np.asarray(arm.chain.base_xyz, float)
+
+        def aim(extra: float) -> tuple:
+            p_obj, _, _ = self._locate(body)
+            p_tgt, yaw, _ = self._locate(tgt_body, "target")
+            a = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+            if np.dot(a, base - p_tgt) < 0:
+                a = -a
+            depth = float(self.param(call, "insert_depth", tgt_body)) + extra
+            q = self._q(arm)
+            p_tip, R = self._tool(arm, q)
+            return q, p_tip + (p_tgt + a * depth - p_obj), R
+
+        q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))
+        q1, _ = self._solve(arm, p_pre, [R], q0, "pre-insert pose")
+        if not self._send(arm, self._joint_move(arm, q0, q1, call), ex, cancel):
+            return
+        q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))  # correct with fresh estimates
+        if not self._send(arm, self._line(arm, q0, p_pre, R, call, what="alignment"), ex, cancel):
+            return
+        q0, p_in, R = aim(0.0)
+        if self._send(arm, self._line(arm, q0, p_in, R, call, speed=float(self.param(call, "insert_speed")),
+                                      what="insertion"), ex, cancel):
+            ex.expect_holding = (arm.gripper,)

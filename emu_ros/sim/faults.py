@@ -1,0 +1,185 @@
+"""Seeded fault injection for the simulated ALOHA: the failures re-planning must recover from.
+
+Kinds (each fires once per episode, at a chosen step or a seeded random eligible step):
+- ``missed_grasp``: 3 ticks after the gripper starts closing, the object is teleported 7 cm along
+  the finger-closing direction (±2 cm across) onto the table: the gripper closes on nothing.
+- ``slip``: during a transport step, once the object is in the air, it drops out of the gripper
+  onto the table below.
+- ``abort``: the arm controller aborts the step's next trajectory half-way (ABORTED, -4).
+- ``camera_dropout``: every camera returns nothing for `dropout_s` seconds from the step's start.
+
+Faults act on the simulator (ground truth) because that is where the world is; the step monitor
+must notice them only through robot signals.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from emu_ros.bridge.protocols import SkillCall
+from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
+from emu_ros.sim.perception import GroundTruthPerception
+
+log = logging.getLogger(__name__)
+
+FAULT_KINDS = ("none", "missed_grasp", "slip", "abort", "camera_dropout")
+#: Skills a fault may hit.
+ELIGIBLE = {
+    "missed_grasp": ("grasp",),
+    "slip": ("lift",),
+    "abort": ("reach", "grasp", "lift", "place", "release", "insert", "push", "wipe"),
+    "camera_dropout": None,  # any step
+}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """`step`: 0-based index into the task's step list, "random" (seeded), or None = first eligible."""
+
+    kind: str = "none"
+    step: Union[int, str, None] = None
+    seed: int = 0
+    dropout_s: float = 1.0
+    displacement: float = 0.07
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r} (known: {FAULT_KINDS})")
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    step_index: int
+    step_text: str
+    fired: bool = False
+    sim_time: float = 0.0
+    detail: str = ""
+
+
+class FaultInjector:
+    """Arms a fault when its target step starts; ticks hook into the simulator."""
+
+    def __init__(self, spec: FaultSpec, sim: AlohaSim, adapter, images: Optional[SimImageSource],
+                 calls: Sequence[Optional[SkillCall]]):
+        self.spec = spec
+        self.sim = sim
+        self.adapter = adapter
+        self.images = images
+        self.oracle = GroundTruthPerception(sim)  # ground truth: the fault acts on the world
+        self.rng = np.random.default_rng(spec.seed)
+        self.record: Optional[FaultRecord] = None
+        self._armed: Optional[dict] = None
+        self.target = self._choose(calls)
+        if self.target is not None:
+            c = calls[self.target]
+            self.record = FaultRecord(spec.kind, self.target, c.text if c else "")
+        if self._hook not in sim.tick_hooks:
+            sim.tick_hooks.append(self._hook)
+
+    def close(self) -> None:
+        if self._hook in self.sim.tick_hooks:
+            self.sim.tick_hooks.remove(self._hook)
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.record and self.record.fired)
+
+    def _choose(self, calls: Sequence[Optional[SkillCall]]) -> Optional[int]:
+        if self.spec.kind == "none":
+            return None
+        skills = ELIGIBLE[self.spec.kind]
+        eligible = [i for i, c in enumerate(calls) if c is not None and (skills is None or c.skill in skills)]
+        if isinstance(self.spec.step, int):
+            if not 0 <= self.spec.step < len(calls):
+                raise ValueError(f"fault step {self.spec.step} outside the task's {len(calls)} steps")
+            return self.spec.step
+        if not eligible:
+            raise ValueError(f"no step of this task is eligible for fault {self.spec.kind!r}")
+        if self.spec.step == "random":
+            return int(self.rng.choice(eligible))
+        return eligible[0]
+
+    # ------------------------------------------------------------------ step events
+    def on_step_start(self, step_text: str, call: Optional[SkillCall]) -> None:
+        """Called by the harness before each step; arms the fault the first time its step runs."""
+        if self.record is None or self.record.fired or self._armed is not None:
+            return
+        if " ".join(step_text.lower().split()) != " ".join(self.record.step_text.lower().split()):
+            return
+        kind = self.spec.kind
+        side = "left" if call and call.arm and "left" in call.arm else "right"
+        if kind == "abort":
+            group = f"{side}_arm"
+            self.adapter.inject_abort(group)
+            self._fire(f"next {group} trajectory aborts half-way")
+        elif kind == "camera_dropout":
+            if self.images is not None:
+                self.images.dropout(None, self.spec.dropout_s)
+            self._fire(f"all cameras silent for {self.spec.dropout_s:.1f} s")
+        else:
+            body = self.oracle.resolve(call.obj) if call and call.obj else None
+            self._armed = {"side": side, "body": body or self.sim.spec.objects[0], "start": self.sim.ticks,
+                           "closing": 0}
+
+    def _fire(self, detail: str) -> None:
+        assert self.record is not None
+        self.record.fired = True
+        self.record.sim_time = self.sim.time
+        self.record.detail = detail
+        log.info("fault %s injected at step %d (%s): %s", self.spec.kind, self.record.step_index + 1,
+                 self.record.step_text, detail)
+
+    # ------------------------------------------------------------------ tick hook
+    def _hook(self, sim: AlohaSim) -> None:
+        a = self._armed
+        if a is None:
+            return
+        gi = 6 if a["side"] == "left" else 13
+        if self.spec.kind == "missed_grasp":
+            if sim.action[gi] < 0.5 and sim.qpos14()[gi] > 0.5:  # commanded closed, fingers still open
+                a["closing"] += 1
+            if a["closing"] >= 3:
+                self._teleport_aside(a)
+        elif self.spec.kind == "slip":
+            pos, _ = sim.body_pose(a["body"])
+            if sim.ticks - a["start"] >= 15 and pos[2] > 0.08:
+                self._drop(a)
+
+    def _rest_z(self, body: str) -> float:
+        return {"box": 0.021, "peg": 0.011, "socket": 0.023}.get(body, 0.03)
+
+    def _teleport_aside(self, a: dict) -> None:
+        """The object jumps away along the closing axis: the fingers close on nothing."""
+        body = a["body"]
+        pos, _ = self.sim.body_pose(body)
+        _, Rg = self.sim.body_pose(f"vx300s_{a['side']}/gripper_link")
+        d = np.array([Rg[0, 1], Rg[1, 1], 0.0])
+        if np.linalg.norm(d) < 0.3:
+            d = np.array([Rg[0, 2], Rg[1, 2], 0.0])
+        d /= np.linalg.norm(d)
+        sign = 1.0 if self.rng.random() < 0.5 else -1.0
+        new = pos + sign * self.spec.displacement * d
+        if not (0.33 <= new[1] <= 0.67):
+            new = pos - sign * self.spec.displacement * d
+        side = np.array([-d[1], d[0], 0.0]) * self.rng.uniform(-0.02, 0.02)
+        new = new + side
+        new[2] = self._rest_z(body) if pos[2] < 0.06 else self._rest_z(body)
+        new[0] = float(np.clip(new[0], -0.25, 0.25))
+        new[1] = float(np.clip(new[1], 0.33, 0.67))
+        self.sim.set_object_pose(body, new, (1.0, 0.0, 0.0, 0.0))
+        self._armed = None
+        self._fire(f"{body} moved from ({pos[0]:.3f}, {pos[1]:.3f}) to ({new[0]:.3f}, {new[1]:.3f}) as the "
+                   f"{a['side']} gripper closed")
+
+    def _drop(self, a: dict) -> None:
+        """The object slips out of the gripper and lands on the table below it."""
+        body = a["body"]
+        pos, _ = self.sim.body_pose(body)
+        new = np.array([np.clip(pos[0], -0.05, 0.22), np.clip(pos[1], 0.38, 0.62), self._rest_z(body)])
+        self.sim.set_object_pose(body, new, (1.0, 0.0, 0.0, 0.0))
+        self._armed = None
+        self._fire(f"{body} slipped out at z={pos[2]:.3f} and landed at ({new[0]:.3f}, {new[1]:.3f})")
