@@ -3,8 +3,9 @@
 The measure (`HistSSIMJudge`, method ``hist_ssim``) works on the profile's region of interest of
 both images, resized to the same small grid, in pure numpy:
 
-* colour-histogram intersection (joint RGB histogram, `bins`³ cells, normalised; 1 = same colour
-  distribution) — robust to small shifts, blind to layout;
+* colour: chromaticity-histogram intersection (r, g = R/sum, G/sum, `bins`² cells; brightness
+  invariant) per tile of a `tiles` grid, the worst tile counted — robust to small shifts and
+  lighting, yet a small object missing from (or added to) its tile lowers it;
 * structural similarity (SSIM, Wang et al. 2004, 7×7 box windows, grey levels) on the downsampled
   grid, clipped to [0, 1] — sensitive to layout (where things are), tolerant of brightness changes;
 * optionally, when the frame from *before* the step is known, change agreement: the correlation of
@@ -77,13 +78,33 @@ def resize_area(image: np.ndarray, size: tuple) -> np.ndarray:
 
 
 def histogram_intersection(a: np.ndarray, b: np.ndarray, bins: int = 8) -> float:
-    """Intersection of normalised joint RGB histograms of two uint8-range images, in [0, 1]."""
+    """Intersection in [0, 1] of normalised chromaticity histograms (r, g = R/sum, G/sum).
+
+    Chromaticity ignores brightness, so a camera's gain or the lighting of a generated image
+    does not move pixels between bins the way raw RGB histograms do.
+    """
     def hist(x: np.ndarray) -> np.ndarray:
-        q = np.clip((x.reshape(-1, 3) * bins / 256.0).astype(int), 0, bins - 1)
-        idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-        h = np.bincount(idx, minlength=bins ** 3).astype(np.float64)
+        x = x.reshape(-1, 3).astype(np.float64) + 1.0
+        total = x.sum(axis=1)
+        r = np.clip((x[:, 0] / total * bins).astype(int), 0, bins - 1)
+        g = np.clip((x[:, 1] / total * bins).astype(int), 0, bins - 1)
+        h = np.bincount(r * bins + g, minlength=bins * bins).astype(np.float64)
         return h / max(h.sum(), 1.0)
     return float(np.minimum(hist(a), hist(b)).sum())
+
+
+def tiled_histogram_similarity(a: np.ndarray, b: np.ndarray, tiles: tuple = (4, 4), bins: int = 8) -> float:
+    """The worst tile's histogram intersection over a grid of tiles.
+
+    A whole-image histogram hardly changes when a small object is somewhere else; the tile where it
+    should be (or where it wrongly is) does. Tiles are large enough to tolerate a few cells of shift.
+    """
+    rows, cols = a.shape[:2]
+    ty, tx = max(1, min(tiles[0], rows)), max(1, min(tiles[1], cols))
+    ys = np.linspace(0, rows, ty + 1).astype(int)
+    xs = np.linspace(0, cols, tx + 1).astype(int)
+    return min(histogram_intersection(a[ys[i]:ys[i + 1], xs[j]:xs[j + 1]], b[ys[i]:ys[i + 1], xs[j]:xs[j + 1]], bins)
+               for i in range(ty) for j in range(tx))
 
 
 def _box_mean(x: np.ndarray, k: int) -> np.ndarray:
@@ -131,6 +152,8 @@ class HistSSIMJudge:
     #: Grid the ROI is resized to before comparing (rows, cols): small = tolerant of small shifts.
     size: tuple = (48, 64)
     bins: int = 8
+    #: Tile grid (rows, cols) of the colour term; (1, 1) = one whole-ROI histogram.
+    tiles: tuple = (4, 4)
     w_hist: float = 0.3
     w_ssim: float = 0.4
     w_change: float = 0.3
@@ -154,7 +177,7 @@ class HistSSIMJudge:
         """(score, terms): the weighted similarity in [0, 1] and each term."""
         p, o = self.prepare(predicted), self.prepare(observed)
         grey = np.array([0.299, 0.587, 0.114])
-        terms = {"hist": histogram_intersection(p, o, self.bins),
+        terms = {"hist": tiled_histogram_similarity(p, o, self.tiles, self.bins),
                  "ssim": max(0.0, ssim(p @ grey, o @ grey))}
         weights = {"hist": self.w_hist, "ssim": self.w_ssim}
         if before is not None and self.w_change > 0:
