@@ -43,14 +43,17 @@ class SegmentConfig:
     """Most steps per episode; shorter neighbours are merged beyond this (also for annotations)."""
     use_annotations: bool = True
     """Prefer step language stored in the dataset when present."""
-    signal_features: tuple[str, ...] = ("observation.state", "action")
-    """Where to look for gripper and joint columns, first match wins."""
+    joint_features: tuple[str, ...] = ("observation.state", "action")
+    """Where to read joint positions for velocity pauses and arm motion, first match wins."""
+    gripper_features: tuple[str, ...] = ("action", "observation.state")
+    """Where to read the gripper signal, first match wins. The commanded gripper (action) closes fully even when
+    an object stops the fingers, so it is preferred over the measured state."""
     gripper_columns: dict[str, int] | None = None
     """Explicit {side: column} of the gripper dims (e.g. {"left": 6, "right": 13}); None = find by names."""
     gripper_closed_is_low: bool = True
     """ALOHA grippers are normalised 1=open, 0=closed; set False for signals where larger means closed."""
-    hysteresis: float = 0.15
-    """Open/closed bands as a fraction of the gripper's range in the episode (rejects chatter)."""
+    min_gripper_move: float = 0.25
+    """A gripper move counts as open/close when it spans this fraction of the gripper's range (rejects chatter)."""
     min_gripper_range: float = 1e-3
     """A gripper that moves less than this (absolute units) in an episode is considered idle."""
     min_step_seconds: float = 0.2
@@ -116,34 +119,42 @@ def find_gripper_columns(reader: LeRobotDatasetReader, feature: str) -> dict[str
     return {}
 
 
-def gripper_events(signal: np.ndarray, hysteresis: float, min_range: float,
+def gripper_events(signal: np.ndarray, min_fraction: float, min_range: float,
                    closed_is_low: bool = True) -> list[tuple[int, int, str]]:
-    """(crossing frame, settled frame, "close"|"open") for each transition of a 1-D gripper signal."""
+    """(start frame, settled frame, "close"|"open") for each significant gripper move of a 1-D signal.
+
+    A move is a run of frames changing in one direction whose total change is at least ``min_fraction`` of the
+    signal's range in the episode. Why runs and not thresholds: a gripper closing on an object stops part-way
+    (the state never reaches "closed"), and small chatter must not count.
+    """
     x = np.asarray(signal, dtype=np.float64)
     lo, hi = float(x.min()), float(x.max())
-    if hi - lo < min_range:
+    if hi - lo < min_range or len(x) < 2:
         return []
     z = (x - lo) / (hi - lo)
     if not closed_is_low:
         z = 1.0 - z
-    state = "open" if z[0] > 0.5 else "closed"
+    d = np.diff(z)
+    direction = np.where(d > 0.005, 1, np.where(d < -0.005, -1, 0))
+    runs: list[list[int]] = []  # [sign, first diff index, last diff index]
+    for i, sgn in enumerate(direction):
+        if sgn == 0:
+            continue
+        if runs and runs[-1][0] == sgn and i - runs[-1][2] <= 3:  # tolerate a short stall inside one move
+            runs[-1][2] = i
+        else:
+            runs.append([int(sgn), i, i])
     events = []
-    for t in range(1, len(z)):
-        if state == "open" and z[t] < hysteresis:
-            state = "closed"
-            events.append((t, "close"))
-        elif state == "closed" and z[t] > 1.0 - hysteresis:
-            state = "open"
-            events.append((t, "open"))
-    out = []
-    step_eps = 0.02  # per-frame change below 2% of the range counts as settled
-    for k, (t, kind) in enumerate(events):
-        stop = events[k + 1][0] if k + 1 < len(events) else len(z) - 1
-        settle = t
-        while settle < stop and abs(z[settle + 1] - z[settle]) > step_eps:
-            settle += 1
-        out.append((t, settle, kind))
-    return out
+    for sgn, first, last in runs:
+        if abs(z[last + 1] - z[first]) >= min_fraction:
+            events.append((first + 1, last + 1, "open" if sgn > 0 else "close"))
+    merged: list[tuple[int, int, str]] = []
+    for ev in events:  # a move interrupted by a pause is still one open/close
+        if merged and merged[-1][2] == ev[2]:
+            merged[-1] = (merged[-1][0], ev[1], ev[2])
+        else:
+            merged.append(ev)
+    return merged
 
 
 def joint_speed(joints: np.ndarray, window: int) -> np.ndarray:
@@ -203,9 +214,14 @@ class Segmenter:
     def __init__(self, reader: LeRobotDatasetReader, config: SegmentConfig | None = None) -> None:
         self.reader = reader
         self.config = config or SegmentConfig()
-        self.feature = next((f for f in self.config.signal_features if f in reader.info.features), None)
-        self.grippers = (dict(self.config.gripper_columns) if self.config.gripper_columns is not None
-                         else find_gripper_columns(reader, self.feature) if self.feature else {})
+        info = reader.info.features
+        self.feature = next((f for f in self.config.joint_features if f in info), None)
+        if self.config.gripper_columns is not None:
+            self.gripper_feature = next((f for f in self.config.gripper_features if f in info), None)
+            self.grippers = dict(self.config.gripper_columns)
+        else:
+            found = [(f, find_gripper_columns(reader, f)) for f in self.config.gripper_features if f in info]
+            self.gripper_feature, self.grippers = next(((f, g) for f, g in found if g), (None, {}))
         self.arms = self._arm_columns()
 
     def _arm_columns(self) -> dict[str, list[int]]:
@@ -213,7 +229,8 @@ class Segmenter:
         if self.feature is None:
             return {}
         dim = int(np.prod(self.reader.info.features[self.feature].shape))
-        grip = set(self.grippers.values())
+        grip = set(find_gripper_columns(self.reader, self.feature).values()) if self.config.gripper_columns is None \
+            else set(self.grippers.values())
         names = self.reader.info.features[self.feature].names
         if isinstance(names, list) and len(names) == dim:
             arms: dict[str, list[int]] = {}
@@ -242,8 +259,8 @@ class Segmenter:
                 return EpisodeSteps(episode_index, task, ep.length, f"annotation:{notes[0].source}", steps)
         if self.feature is None:
             raise SegmentationError(f"episode {episode_index}: no annotations and none of the signal features "
-                                    f"{list(cfg.signal_features)} exist in the dataset; add step annotations or "
-                                    "set SegmentConfig.signal_features")
+                                    f"{list(cfg.joint_features)} exist in the dataset; add step annotations or "
+                                    "set SegmentConfig.joint_features")
         joints = np.asarray(ep[self.feature], dtype=np.float64).reshape(ep.length, -1)
         min_len = max(1, int(round(cfg.min_step_seconds * ep.fps)))
         if ep.length < cfg.min_steps * min_len:
@@ -252,12 +269,14 @@ class Segmenter:
                                     "frames); drop it or lower those settings")
         arm_cols = sorted(c for cols in self.arms.values() for c in cols)
         speed = joint_speed(joints[:, arm_cols] if arm_cols else joints, min_len)
-        steps, method = self._gripper_steps(joints, ep.length, min_len)
+        grip_signal = (np.asarray(ep[self.gripper_feature], dtype=np.float64).reshape(ep.length, -1)
+                       if self.gripper_feature else joints)
+        steps, method = self._gripper_steps(joints, grip_signal, ep.length, min_len)
         if len(steps) < cfg.min_steps:
             if cfg.fallback == "error":
                 raise SegmentationError(
                     f"episode {episode_index}: {len(steps)} gripper steps < min_steps={cfg.min_steps} "
-                    f"(gripper columns {self.grippers or 'none found'} in {self.feature}); set "
+                    f"(gripper columns {self.grippers or 'none found'} in {self.gripper_feature}); set "
                     "SegmentConfig.gripper_columns, or fallback='pauses' to split at joint-velocity pauses")
             try:
                 steps = self._split_at_pauses(steps, joints, speed, ep.length, min_len)
@@ -267,15 +286,16 @@ class Segmenter:
             method = f"{method}+pauses" if method != "none" else "pauses"
         steps = self._merge_to_max(steps)
         signals = {"speed": speed.tolist()}
-        signals.update({f"gripper_{side}": joints[:, col].tolist() for side, col in self.grippers.items()})
+        signals.update({f"gripper_{side}": grip_signal[:, col].tolist() for side, col in self.grippers.items()})
         return EpisodeSteps(episode_index, task, ep.length, method, steps, signals)
 
-    def _gripper_steps(self, joints: np.ndarray, length: int, min_len: int) -> tuple[list[Step], str]:
+    def _gripper_steps(self, joints: np.ndarray, grip_signal: np.ndarray, length: int,
+                       min_len: int) -> tuple[list[Step], str]:
         """One step per gripper transition, ending when it settled; the tail joins the last step."""
         cfg = self.config
         events = []
         for side, col in self.grippers.items():
-            for _cross, settle, kind in gripper_events(joints[:, col], cfg.hysteresis, cfg.min_gripper_range,
+            for _cross, settle, kind in gripper_events(grip_signal[:, col], cfg.min_gripper_move, cfg.min_gripper_range,
                                                        cfg.gripper_closed_is_low):
                 events.append((settle, kind, side))
         events.sort()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +77,17 @@ def write_signals(root: Path, states: list[np.ndarray], names=ALOHA_JOINT_NAMES,
     return LeRobotDatasetReader(root)
 
 
-def test_gripper_events_with_hysteresis() -> None:
-    x = np.concatenate([np.ones(10), _ramp(1, 0, 8), np.zeros(10), [0.5, 0.05, 0.5, 0.05], _ramp(0, 1, 8)])
-    events = gripper_events(x, hysteresis=0.15, min_range=1e-3)
-    # the chatter to 0.5 and back stays inside the band: only one close and one open
-    assert [k for _, _, k in events] == ["close", "open"]
-    cross, settle, _ = events[0]
-    assert 10 < cross <= settle < 19
-    assert gripper_events(np.full(30, 0.7), 0.15, 1e-3) == []
-    assert [k for _, _, k in gripper_events(1 - x, 0.15, 1e-3, closed_is_low=False)] == ["close", "open"]
+def test_gripper_events_ignore_chatter_and_partial_closes() -> None:
+    noise = 0.05 * np.sin(np.arange(12))  # chatter: well under min_fraction of the range
+    x = np.concatenate([np.ones(10), _ramp(1, 0.35, 8), np.full(10, 0.35) + noise[:10], _ramp(0.35, 1, 8),
+                        np.ones(5), _ramp(1, 0, 6), np.zeros(5)])
+    events = gripper_events(x, min_fraction=0.25, min_range=1e-3)
+    # closing on an object stops at 0.35 (never "closed") and still counts
+    assert [k for _, _, k in events] == ["close", "open", "close"]
+    start, settle, _ = events[0]
+    assert 10 <= start <= settle <= 18
+    assert gripper_events(np.full(30, 0.7), 0.25, 1e-3) == []
+    assert [k for _, _, k in gripper_events(1 - x, 0.25, 1e-3, closed_is_low=False)] == ["close", "open", "close"]
 
 
 def test_gripper_segmentation_aloha(tmp_path: Path) -> None:
@@ -169,3 +172,24 @@ def test_joint_speed_is_smoothed_and_aligned() -> None:
     v = joint_speed(q, window=1)
     assert v.shape == (20,) and v.argmax() == 10
     assert joint_speed(q, window=5).max() < v.max()
+
+
+@pytest.mark.sim
+def test_sim_dataset_records_annotated_steps(tmp_path: Path) -> None:
+    """One scripted transfer episode from emu_ros.sim: annotations load and gripper events agree with them."""
+    pytest.importorskip("gym_aloha")
+    from finetune_embodied.make_sim_dataset import SimDatasetConfig, build_dataset
+
+    root = build_dataset(SimDatasetConfig(out=str(tmp_path / "sim"), episodes_per_task=1, record_every=10))
+    ds = LeRobotDatasetReader(root)
+    assert ds.fps == 5 and ds.camera_keys == ["observation.images.cam_high"]
+    notes = Segmenter(ds).segment(0)
+    assert notes.method == "annotation:language_persistent"
+    assert [s.text for s in notes.steps][1] == "Grasp the red cube with the right gripper"
+    from_signals = Segmenter(ds, SegmentConfig(use_annotations=False)).segment(0)
+    assert from_signals.method.startswith("gripper") and 4 <= len(from_signals.steps) <= 12
+    # the right gripper closes within a frame of the annotated grasp step's end
+    close_right = next(s for s in from_signals.steps if s.text == "close the right gripper")
+    assert abs(close_right.end - notes.steps[1].end) <= 2
+    rollouts = json.loads((root / "meta" / "sim_rollouts.json").read_text())
+    assert rollouts[0]["task"] == "transfer_cube" and rollouts[0]["frames"] == ds.episodes[0].length
