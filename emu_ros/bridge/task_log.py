@@ -119,8 +119,10 @@ class TaskLog:
         (self.run_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / EVENTS_FILE
         self._lock = threading.Lock()
+        # Appending to an existing run continues its numbering, so seq stays unique per file.
+        self._seq = sum(1 for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()) \
+            if self.path.exists() else 0
         self._file = open(self.path, "a", encoding="utf-8")
-        self._seq = 0
         self._images = 0
         self.closed = False
 

@@ -168,6 +168,8 @@ class FakeExecutor:
         self.adapter = adapter
         self.raise_on = raise_on
         self.calls: List[SkillCall] = []
+        #: Called with each SkillCall while it "moves" (tests change the toy scene here).
+        self.on_execute: Optional[Callable[[SkillCall], None]] = None
         self.chains = {a.name: SerialChain(a.chain) for a in profile.arms if a.chain is not None}
 
     def _arm(self, call: SkillCall):
@@ -187,10 +189,12 @@ class FakeExecutor:
         self.calls.append(call)
         if self.raise_on and call.skill == self.raise_on:
             raise RuntimeError(f"injected executor crash in {call.skill}")
+        if self.on_execute is not None:
+            self.on_execute(call)
         arm = self._arm(call)
         ex = SkillExecution(call=call)
         chain = self.chains[arm.name]
-        q0 = self.adapter.joint_state().get(arm.joint_names)
+        q0 = np.array([self.adapter.positions[n] for n in arm.joint_names])  # (not joint_state(): tests break that)
         res = chain.ik(self._target(call), q0=q0)
         if not res.ok:
             ex.error, ex.error_code = f"IK failed ({res.position_error:.3f} m off)", "ik_failed"

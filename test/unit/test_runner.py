@@ -1,0 +1,295 @@
+"""TaskRunner acceptance (issue 9): execution in order, every injected fault, cancel, budgets, log integrity."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fakes import SEVEN_STEPS, EventRecorder, FakeAdapter, FakeExecutor, FakeImageSource, FakeWorldModel, Scene
+
+from emu_ros.bridge.kinematics import SerialChain
+from emu_ros.bridge.monitor import StepMonitor
+from emu_ros.bridge.protocols import GoalStatus, GripperGoal
+from emu_ros.bridge.runner import EventType, RunnerConfig, TaskRunner
+from emu_ros.bridge.skill_mapper import SkillMapper
+from emu_ros.bridge.task_log import read_events, read_summary
+from emu_ros.bridge.visual_check import HistSSIMJudge
+from emu_ros.guidance.engine import GuidanceEngine
+from emu_ros.guidance.types import OutcomeStatus
+
+MAPPER = SkillMapper.load()
+
+
+class Rig:
+    """A runner wired to fakes; `run()` executes a task and keeps the result."""
+
+    def __init__(self, profile, tmp_path, steps=SEVEN_STEPS, script=None, raw=False, executor_raises=None, **cfg):
+        cfg.setdefault("settle_s", 0.0)
+        cfg.setdefault("planning_retry_delay_s", 0.0)
+        self.profile = profile
+        self.adapter = FakeAdapter(profile)
+        self.executor = FakeExecutor(profile, self.adapter, raise_on=executor_raises)
+        self.wm = FakeWorldModel(steps, script=script, raw=raw)
+        self.src = FakeImageSource(Scene())
+        self.engine = GuidanceEngine(self.wm, self.src)
+        monitor = StepMonitor(profile, judge=HistSSIMJudge(threshold=0.75))
+        self.runner = TaskRunner(self.engine, MAPPER, self.executor, self.adapter, monitor, self.src,
+                                 RunnerConfig(**cfg), log_root=tmp_path)
+        self.rec = EventRecorder()
+        self.runner.add_listener(self.rec)
+
+    def runner_replans(self):
+        return sum(1 for e in self.rec.events if e.type is EventType.REPLANNING)
+
+    def run(self, task="transfer the cube"):
+        self.result = self.runner.run(task)
+        self.events = read_events(self.result.log_dir)
+        return self.result
+
+    def codes(self):
+        return [o.code for o in self.result.outcomes if not o.ok]
+
+
+def assert_log_matches_events(rig):
+    """No lost log lines: every listener event is one JSONL line, in order, seq contiguous."""
+    assert [e["event"] for e in rig.events] == rig.rec.types()
+    assert [e["seq"] for e in rig.events] == list(range(len(rig.events)))
+    summary = read_summary(rig.result.log_dir)
+    assert summary["events"] == len(rig.events) and summary["status"] == rig.result.status
+
+
+def test_seven_step_plan_executes_in_order_with_valid_goals(profile, tmp_path):
+    rig = Rig(profile, tmp_path)
+    res = rig.run()
+    assert res.success and res.steps_done == 7 and res.replans == 0 and res.retries == 0
+    assert [c.text for c in rig.executor.calls] == SEVEN_STEPS
+    assert [c.skill for c in rig.executor.calls] == ["reach", "reach", "grasp", "lift", "reach", "grasp", "release"]
+    # every trajectory goes to the arm the step names, with that arm's joints, inside its limits
+    arms = ["right", "right", "right", "right", "left", "left", "right"]
+    assert [g.group for g in rig.adapter.trajectories] == [f"{a}_arm" for a in arms]
+    for goal in rig.adapter.trajectories:
+        arm = profile.arm(goal.group)
+        chain = SerialChain(arm.chain)
+        assert goal.joint_names == arm.joint_names
+        for pt in goal.points:
+            q = np.array(pt.positions)
+            assert q.shape == (6,) and np.all(q >= chain.lower - 1e-9) and np.all(q <= chain.upper + 1e-9)
+        assert goal.goal_tolerance == profile.tolerances.joint_goal
+    assert [(g.gripper, g.position) for g in rig.adapter.gripper_goals] == [
+        ("right_gripper", 0.0), ("left_gripper", 0.0), ("right_gripper", 1.0)]
+    # outcomes are logged in order, with the plan and the observed views
+    finished = [e for e in rig.events if e["event"] == "step_finished"]
+    assert [e["step_text"] for e in finished] == SEVEN_STEPS
+    assert all(e["outcome"]["status"] == "finished" and "images" in e for e in finished)
+    ready = next(e for e in rig.events if e["event"] == "plan_ready")
+    assert [s["text"] for s in ready["plan"]["steps"]] == SEVEN_STEPS and ready["plan"]["source"] == "fake-world-model"
+    assert rig.rec.types()[-1] == "done" and rig.rec.types().count("step_planned") == 7
+    assert_log_matches_events(rig)
+
+
+def test_controller_abort_is_retried_then_replanned(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_retries=1)
+    # the 3rd trajectory (grasp) aborts, and its retry too → re-plan; then all goes well
+    rig.adapter.traj_results = [None, None, GoalStatus.ABORTED, GoalStatus.ABORTED]
+    res = rig.run()
+    assert res.success and res.retries == 1 and res.replans == 1
+    failed = [e for e in rig.rec.events if e.type is EventType.STEP_FAILED]
+    assert [(e.step_text, e.attempt, e.will_retry, e.outcome.code) for e in failed] == [
+        (SEVEN_STEPS[2], 0, True, "aborted"), (SEVEN_STEPS[2], 1, False, "aborted")]
+    types = rig.rec.types()
+    assert types.index("replanning") > types.index("step_failed")
+    replan_req = rig.wm.requests[1]
+    assert replan_req.revision == 1
+    assert [(h.text, h.status) for h in replan_req.history][-2:] == [(SEVEN_STEPS[2], OutcomeStatus.FAILED)] * 2
+    assert "aborted" in replan_req.history[-1].reason
+    assert_log_matches_events(rig)
+
+
+def test_visual_check_failure_replans_with_failure_in_history(profile, tmp_path):
+    lifted = Scene(cube_xy=(64, 30), lifted=True)
+    steps = list(SEVEN_STEPS)
+    steps[3] = (SEVEN_STEPS[3], lifted.render())  # predicted image: the cube up at the meeting point
+    rig = Rig(profile, tmp_path, steps=steps)
+    # The first lift "succeeds" as a motion, but the camera still shows the cube on the table (it
+    # slipped out); after the re-plan, the lift really lifts it.
+    def lift_works_after_replan(call):
+        if call.skill == "lift" and rig.runner_replans() > 0:
+            rig.src.scene = Scene(cube_xy=(65, 31), lifted=True)
+
+    rig.executor.on_execute = lift_works_after_replan
+    res = rig.run()
+    assert res.success and res.replans == 1
+    unfinished = [e for e in rig.rec.events if e.type is EventType.STEP_UNFINISHED]
+    assert len(unfinished) == 1 and unfinished[0].outcome.code == "visual_mismatch"
+    assert unfinished[0].outcome.details["visual"]["score"] < 0.75
+    hist = rig.wm.requests[1].history
+    assert hist[-1].text == SEVEN_STEPS[3] and hist[-1].status is OutcomeStatus.UNFINISHED
+    assert "does not match the step's predicted image" in hist[-1].reason
+    assert [h.status for h in hist[:3]] == [OutcomeStatus.FINISHED] * 3
+    assert "images" in next(e for e in rig.events if e["event"] == "step_unfinished")
+    assert_log_matches_events(rig)
+
+
+def test_missed_grasp_from_gripper_opening_replans(profile, tmp_path):
+    rig = Rig(profile, tmp_path)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.success and res.replans == 1 and res.retries == 0  # UNFINISHED is re-planned, not retried
+    assert rig.codes() == ["gripper_empty"]
+    assert "closed on nothing" in rig.wm.requests[1].history[-1].reason
+
+
+def test_joint_tolerance_exceeded(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_retries=1, max_replans=1)
+    rig.adapter.joint_offset = 0.2
+    res = rig.run()
+    assert res.status == "aborted" and res.steps_done == 0
+    assert rig.codes() == ["joint_tolerance"] * 4  # try + retry, twice (first plan and the one re-plan)
+    assert "re-plan budget exhausted (1/1 re-plans used)" in res.message
+    assert "right_" in res.message and "tolerance 0.050" in res.message
+    assert_log_matches_events(rig)
+
+
+def test_motion_timeout_cancels_goals_and_is_retried(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_retries=1, step_timeout_s=0.3, executor_grace_s=1.0)
+    rig.adapter.block = True
+
+    def unblock(event):
+        if event.type is EventType.STEP_FAILED:
+            rig.adapter.block = False
+
+    rig.rec.on_event = unblock
+    res = rig.run()
+    assert res.success and res.retries == 1 and res.replans == 0
+    assert rig.codes() == ["step_timeout"]
+    assert rig.adapter.cancel_calls >= 1
+    assert "did not finish within the step timeout 0.3 s" in res.outcomes[0].reason
+
+
+def test_adapter_timeout_result_is_failed_timeout(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_retries=1)
+    rig.adapter.traj_results = [GoalStatus.TIMEOUT]
+    assert rig.run().success and rig.codes() == ["timeout"]
+
+
+def test_unmapped_step_triggers_replan_with_reason(profile, tmp_path):
+    first = ["Move the right gripper above the red cube", "Do a little dance", "Grasp the red cube with the right gripper"]
+    rig = Rig(profile, tmp_path, script=[first], steps=["Grasp the red cube with the right gripper"])
+    res = rig.run()
+    assert res.success and res.replans == 1 and res.retries == 0
+    assert rig.codes() == ["unmapped"]
+    assert "Do a little dance" not in [c.text for c in rig.executor.calls]
+    last = rig.wm.requests[1].history[-1]
+    assert last.text == "Do a little dance" and last.status is OutcomeStatus.FAILED
+    assert last.reason.startswith("unmapped step: no skill phrasing matches")
+
+
+def test_world_model_raises_then_recovers(profile, tmp_path):
+    rig = Rig(profile, tmp_path, script=[RuntimeError("CUDA error: device-side assert")], planning_attempts=2)
+    assert rig.run().success and len(rig.wm.requests) == 2
+
+
+def test_world_model_always_raises_aborts_cleanly(profile, tmp_path):
+    rig = Rig(profile, tmp_path, script=[RuntimeError("boom")] * 2, planning_attempts=2)
+    res = rig.run()
+    assert res.status == "aborted"
+    assert res.message == ("planning failed after 2 attempt(s): world model 'fake-world-model' failed: "
+                           "RuntimeError: boom")
+    assert rig.rec.types()[-1] == "aborted" and rig.adapter.trajectories == []
+    assert_log_matches_events(rig)
+
+
+def test_malformed_output_aborts_with_reason(profile, tmp_path):
+    rig = Rig(profile, tmp_path, script=[[np.zeros((4, 4, 3), np.uint8), 17]], raw=True, planning_attempts=1)
+    res = rig.run()
+    assert res.status == "aborted" and "unusable item" in res.message and "without text" in res.message
+
+
+def test_replan_failure_is_aborted(profile, tmp_path):
+    rig = Rig(profile, tmp_path, script=[SEVEN_STEPS, ValueError("bad weights")], planning_attempts=1)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.status == "aborted" and res.replans == 1 and "bad weights" in res.message
+
+
+def test_cancel_mid_step(profile, tmp_path):
+    rig = Rig(profile, tmp_path)
+    rig.adapter.block = True
+    threading.Thread(target=lambda: (rig.adapter.blocking.wait(5), rig.runner.cancel("operator pressed stop")),
+                     daemon=True).start()
+    res = rig.run()
+    assert res.status == "canceled" and "operator pressed stop" in res.message
+    assert rig.adapter.cancel_calls >= 1
+    assert rig.rec.types()[-1] == "canceled"
+    assert read_summary(res.log_dir)["status"] == "canceled"
+    assert_log_matches_events(rig)
+    # state is clean: nothing running, and the runner takes the next task
+    assert not rig.runner.running and rig.runner.cancel() is False
+    rig.adapter.block = False
+    assert rig.run().success
+
+
+def test_cancel_during_planning(profile, tmp_path):
+    rig = Rig(profile, tmp_path)
+    rig.wm.delay_s = 0.05
+    threading.Timer(0.1, rig.runner.cancel).start()
+    res = rig.run()
+    assert res.status == "canceled" and rig.adapter.trajectories == []
+
+
+def test_replan_budget_exhausted(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_replans=2)
+    rig.adapter.grasp_misses = 10
+    res = rig.run()
+    assert res.status == "aborted" and res.replans == 2
+    assert res.message == (f"step 3 \"{SEVEN_STEPS[2]}\" unfinished: right_gripper closed on nothing (opening 0.05 < "
+                           "0.20): the object was missed or slipped out — re-plan budget exhausted (2/2 re-plans used)")
+    assert rig.rec.types().count("replanning") == 2
+    assert_log_matches_events(rig)
+
+
+def test_no_replan_mode_stops_at_failed_step(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_replans=0)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.status == "aborted" and res.steps_done == 2 and "re-planning is off (max_replans=0)" in res.message
+
+
+def test_faults_in_listeners_adapter_and_executor_never_crash(profile, tmp_path):
+    rig = Rig(profile, tmp_path, executor_raises="lift", max_replans=1)
+
+    def bad_listener(event):
+        raise RuntimeError("listener bug")
+
+    rig.runner.add_listener(bad_listener)
+    res = rig.run()
+    assert res.status == "aborted"
+    assert rig.codes() == ["executor_error", "executor_error"]  # not retried, re-planned once
+    assert "injected executor crash in lift" in res.message
+    assert_log_matches_events(rig)
+
+    rig2 = Rig(profile, tmp_path, max_replans=0)
+    rig2.adapter.state_fails = True
+    res2 = rig2.run()
+    assert res2.status == "aborted" and rig2.codes() == ["no_joint_state", "no_joint_state"]
+
+
+def test_gripper_goal_rejected_is_retried(profile, tmp_path):
+    rig = Rig(profile, tmp_path, max_retries=2)
+    rig.adapter.grip_results = [GoalStatus.REJECTED]
+    res = rig.run()
+    assert res.success and rig.codes() == ["rejected"] and res.retries == 1
+    assert isinstance(rig.adapter.gripper_goals[0], GripperGoal)
+
+
+def test_runner_refuses_a_second_concurrent_task(profile, tmp_path):
+    rig = Rig(profile, tmp_path)
+    rig.adapter.block = True
+    t = threading.Thread(target=rig.run, daemon=True)
+    t.start()
+    assert rig.adapter.blocking.wait(5)
+    with pytest.raises(RuntimeError, match="already running"):
+        rig.runner.run("another task")
+    rig.runner.cancel()
+    t.join(5)
+    assert rig.result.status == "canceled"
