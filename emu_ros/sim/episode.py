@@ -85,6 +85,8 @@ class EpisodeResult:
     wall_s: float = 0.0
     backend: str = ""
     perception: str = ""
+    retries: int = 0  # same-step retries (TaskRunner only)
+    runner_status: str = ""  # TaskRunner result status (TaskRunner only)
     steps: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -235,4 +237,67 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
     res.fault_fired = injector.fired
     res.sim_time = world.sim.time
     res.wall_s = time.monotonic() - t0
+    return res
+
+
+class _FaultAwareExecutor:
+    """Wraps the skill executor so the fault injector learns which step starts (harness plumbing only)."""
+
+    def __init__(self, inner, injector: FaultInjector):
+        self.inner = inner
+        self.injector = injector
+
+    def execute(self, call, cancel=None):
+        self.injector.on_step_start(call.text, call)
+        return self.inner.execute(call, cancel)
+
+
+def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
+                            listeners: tuple = ()) -> EpisodeResult:
+    """The same seeded episode driven by the bridge's TaskRunner + StepMonitor + GuidanceEngine.
+
+    The runner retries a FAILED step (`max_retries`) before re-planning and judges with its own
+    StepMonitor (robot signals + visual check against the step image when one is given).
+    """
+    from emu_ros.bridge.monitor import StepMonitor
+    from emu_ros.bridge.runner import RunnerConfig, TaskRunner
+    from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+    from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
+
+    t0 = time.monotonic()
+    world = world or SimWorld(cfg.task, cfg.profile, cfg.camera_size)
+    world.reset(cfg.seed)
+    tdef = task_def(cfg.task)
+    plan_file = task_file(cfg.task)
+    if cfg.step_images:
+        plan_file = write_reference_plan(cfg.task, cfg.seed, Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}",
+                                         camera=cfg.camera)
+    backend = ScriptedWorldModel(task_files=[plan_file])
+    calls = [world.mapper.map(s.text).call for s in backend.find(tdef.instruction).steps]
+    injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
+    engine = GuidanceEngine(backend, world.images, EngineConfig(cameras=(cfg.camera,)))
+    runner = TaskRunner(engine, world.mapper, _FaultAwareExecutor(world.executor, injector), world.adapter,
+                        StepMonitor(world.profile), image_source=world.images,
+                        config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
+                                            planning_attempts=3, planning_retry_delay_s=0.5,
+                                            log_images=log_dir is not None),
+                        log_root=log_dir)
+    for fn in listeners:
+        runner.add_listener(fn)
+    try:
+        tr = runner.run(tdef.instruction, log_dir=log_dir)
+    finally:
+        injector.close()
+    sc = score(world.sim)
+    failed = [o for o in tr.outcomes if o.status is not OutcomeStatus.FINISHED]
+    res = EpisodeResult(task=cfg.task, seed=cfg.seed, fault=cfg.fault.kind, replan=cfg.replan, success=sc.success,
+                        max_reward=sc.max_reward, replans=tr.replans, step_runs=len(tr.outcomes),
+                        stopped="done" if tr.status == "succeeded" else tr.status,
+                        failed_step=failed[-1].text if failed and tr.status != "succeeded" else "",
+                        fault_fired=injector.fired, fault_step=injector.target if injector.target is not None else -1,
+                        fault_detected=bool(injector.fired and failed), sim_time=world.sim.time,
+                        wall_s=time.monotonic() - t0, backend=backend.name, perception=world.perception.name,
+                        steps=[StepRecord(k + 1, 0, o.text, str(o.details.get("skill", "")), o.status.value, o.code,
+                                          o.reason) for k, o in enumerate(tr.outcomes)])
+    res.runner_status, res.retries = tr.status, tr.retries
     return res

@@ -1,0 +1,162 @@
+"""`emu-ros eval`: headless seeded episodes on the simulated ALOHA, with and without re-planning.
+
+    emu-ros eval --task transfer_cube --episodes 50 --fault missed_grasp [--no-replan | --compare]
+                 [--seed 0] [--fault-step N|random] [--json FILE]
+
+Prints the success rate (simulator reward, ground truth) with a 95% Wilson interval, mean
+re-plans, mean step executions, mean wall time per episode and the planner backend; with
+`--compare` both modes run on the same seeds and are printed as one table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from emu_ros.sim.faults import FAULT_KINDS, FaultSpec
+
+log = logging.getLogger(__name__)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple:
+    """95% Wilson score interval for a binomial proportion (sensible at 0% and 100%, unlike Wald)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends (no 0.9999999 from rounding)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+@dataclass
+class ModeSummary:
+    task: str
+    fault: str
+    episodes: int
+    replan: bool
+    successes: int
+    success_rate: float
+    ci95: tuple
+    mean_replans: float
+    mean_steps: float
+    mean_episode_s: float
+    backend: str
+    perception: str
+    fault_fired: int
+    fault_detected: int
+    stopped: dict
+    seeds: tuple
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["ci95"] = list(self.ci95)
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, fault_step=None,
+             progress: bool = True, use_runner: bool = False) -> ModeSummary:
+    """Run `episodes` seeded episodes (seeds seed..seed+episodes-1) and summarise them."""
+    from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
+
+    world = SimWorld(task)
+    results = []
+    seeds = list(range(seed, seed + episodes))
+    it = seeds
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            it = tqdm(seeds, desc=f"{task} {fault} {'replan' if replan else 'no-replan'}", file=sys.stderr,
+                      leave=False)
+        except ImportError:  # progress is optional
+            pass
+    for s in it:
+        cfg = EpisodeConfig(task=task, seed=s, fault=FaultSpec(fault, step=fault_step, seed=s), replan=replan)
+        if use_runner:
+            from emu_ros.sim.episode import run_episode_with_runner
+
+            r = run_episode_with_runner(cfg, world)
+        else:
+            r = run_episode(cfg, world)
+        results.append(r)
+    n = len(results)
+    k = sum(r.success for r in results)
+    stopped: dict = {}
+    for r in results:
+        stopped[r.stopped] = stopped.get(r.stopped, 0) + 1
+    return ModeSummary(task=task, fault=fault, episodes=n, replan=replan, successes=k, success_rate=k / n if n else 0.0,
+                       ci95=wilson_interval(k, n), mean_replans=sum(r.replans for r in results) / max(n, 1),
+                       mean_steps=sum(r.step_runs for r in results) / max(n, 1),
+                       mean_episode_s=sum(r.wall_s for r in results) / max(n, 1),
+                       backend=results[0].backend if results else "", perception=results[0].perception if results else "",
+                       fault_fired=sum(r.fault_fired for r in results),
+                       fault_detected=sum(r.fault_detected for r in results), stopped=stopped, seeds=tuple(seeds))
+
+
+def format_table(rows: Sequence[ModeSummary]) -> str:
+    head = f"{'mode':<11} {'success':>9} {'95% CI':>15} {'replans':>8} {'steps':>6} {'s/ep':>6} {'fault fired/detected':>21}  stopped"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{'replan' if r.replan else 'no-replan':<11} {f'{r.successes}/{r.episodes}':>9} "
+                     f"{f'[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]':>15} {r.mean_replans:>8.2f} {r.mean_steps:>6.2f} "
+                     f"{r.mean_episode_s:>6.2f} {f'{r.fault_fired}/{r.fault_detected}':>21}  "
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(r.stopped.items())))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emu-ros eval", description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--fault", default="none", choices=FAULT_KINDS)
+    p.add_argument("--fault-step", default=None,
+                   help="0-based step index the fault hits, or 'random' (seeded); default: first eligible step")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-replan", action="store_true", help="stop at the first failed step")
+    mode.add_argument("--compare", action="store_true", help="run with and without re-planning on the same seeds")
+    p.add_argument("--seed", type=int, default=0, help="first seed (episodes use seed..seed+N-1)")
+    p.add_argument("--json", metavar="FILE", help="write the summary (one object, or a list with --compare)")
+    p.add_argument("--runner", action="store_true", help="drive episodes through the bridge TaskRunner")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.episodes < 1:
+        print("--episodes must be >= 1", file=sys.stderr)
+        return 2
+    step = args.fault_step
+    if step is not None and step != "random":
+        try:
+            step = int(step)
+        except ValueError:
+            print(f"--fault-step must be an integer or 'random', got {step!r}", file=sys.stderr)
+            return 2
+    modes = [True, False] if args.compare else [not args.no_replan]
+    rows = [evaluate(args.task, args.episodes, args.fault, m, args.seed, step, progress=not args.quiet,
+                     use_runner=args.runner) for m in modes]
+    r0 = rows[0]
+    print(f"task {r0.task} | fault {r0.fault} | {r0.episodes} episodes (seeds {r0.seeds[0]}..{r0.seeds[-1]}) | "
+          f"planner backend: {r0.backend} | object poses: {r0.perception} (ground-truth oracle) | "
+          f"success = simulator reward 4 (scoring only)")
+    print(format_table(rows))
+    if args.json:
+        payload = [r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json()
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"summary written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
