@@ -1,0 +1,77 @@
+"""Robot profiles: the shipped files load, and malformed ones fail with the file and field named."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from emu_ros.bridge.profile import ProfileError, config_dir, load_profile, parse_profile
+
+
+@pytest.mark.parametrize("name", ["aloha", "sim_aloha", "agibot_a2"])
+def test_shipped_profiles_load(name):
+    p = load_profile(name)
+    assert p.name == name and p.cameras and len(p.arms) == 2
+    assert p.visual_check.camera in p.camera_names
+    for arm in p.arms:
+        assert len(arm.home) == len(arm.joint_names)
+        assert p.gripper(arm.gripper).joint
+
+
+def test_agibot_is_joint_space_only_with_aimdk_topics():
+    p = load_profile("agibot_a2")
+    assert p.adapter == "aimdk" and p.adapter_settings["arm_command_topic"] == "/motion/control/arm_joint_command"
+    assert {c.topic for c in p.cameras} == {"/aima/hal/rgbd_camera/head_front/color",
+                                            "/aima/hal/fish_eye_camera/chest_left/color",
+                                            "/aima/hal/fish_eye_camera/chest_right/color"}
+    assert all(a.chain is None and len(a.joint_names) == 7 for a in p.arms)
+    assert p.arm("right_arm").poses["stow"] == (0.0,) * 7
+
+
+def test_aloha_and_sim_share_camera_and_joint_layout():
+    real, sim = load_profile("aloha"), load_profile("sim_aloha")
+    assert [(c.name, c.topic) for c in real.cameras] == [(c.name, c.topic) for c in sim.cameras]
+    assert [a.joint_names for a in real.arms] == [a.joint_names for a in sim.arms]
+
+
+@pytest.fixture()
+def sim_dict():
+    return yaml.safe_load((config_dir() / "robots" / "sim_aloha.yaml").read_text())
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.pop("name"), "missing required field 'name'"),
+    (lambda d: d.pop("cameras"), "missing required field 'cameras'"),
+    (lambda d: d["adapter"].pop("kind"), r"adapter: missing required field 'kind'"),
+    (lambda d: d["adapter"].update(kind="moveit"), "'moveit' is not one of"),
+    (lambda d: d["cameras"][0].update(fps=30), r"cameras\[0\]: unknown field\(s\) \['fps'\]"),
+    (lambda d: d["tolerances"].update(joint_gaol=0.1), r"tolerances: unknown field\(s\) \['joint_gaol'\]"),
+    (lambda d: d["visual_check"].update(roi=[0.5, 0.0, 0.4, 1.0]), "roi.*x0<x1"),
+    (lambda d: d["visual_check"].update(roi=[0.0, 0.0, 1.0]), r"roi: expected 4 numbers, got 3"),
+    (lambda d: d["visual_check"].update(roi=[0.0, 0.0, 1.5, 1.0]), "must be fractions"),
+    (lambda d: d["visual_check"].update(camera="cam_top"), "'cam_top' is not a declared camera"),
+    (lambda d: d["arms"][0].update(gripper="claw"), "'claw' is not a declared gripper"),
+    (lambda d: d["arms"][0].update(home=[0, 0]), r"arms\[0\].home: expected 6 numbers, got 2"),
+    (lambda d: d["arms"][0]["chain"]["joints"][1].update(lower=2.0, upper=1.0), "lower 2.0 must be < upper 1.0"),
+    (lambda d: d["arms"][0]["chain"]["joints"][1].update(kind="ball"), "'ball' is not revolute|prismatic"),
+    (lambda d: d["arms"][0].update(joint_names=["a"]), "differ from the chain"),
+    (lambda d: d["cameras"].append(dict(d["cameras"][0])), "duplicate camera names"),
+])
+def test_profile_errors_name_file_and_field(sim_dict, mutate, match):
+    data = copy.deepcopy(sim_dict)
+    mutate(data)
+    with pytest.raises(ProfileError, match=match):
+        parse_profile(data, "sim_aloha.yaml")
+
+
+def test_missing_profile_lists_available():
+    with pytest.raises(ProfileError, match=r"not found.*available: \[.*'aloha'"):
+        load_profile("no_such_robot")
+
+
+def test_invalid_yaml(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(ProfileError, match="invalid YAML"):
+        load_profile(str(p))
