@@ -9,6 +9,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 . "$ROOT/activate.sh"
 cd "$ROOT"
+# Test-only stand-ins for control_msgs, interbotix_xs_msgs, aimdk_msgs (test/ros/interfaces/).
+PYVER="$(python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+export PYTHONPATH="$ROOT/install_test/lib/python$PYVER/site-packages:$PYTHONPATH"
+export LD_LIBRARY_PATH="$ROOT/install_test/lib:$LD_LIBRARY_PATH"
+export AMENT_PREFIX_PATH="$ROOT/install_test:$AMENT_PREFIX_PATH"
 # A private DDS domain per run so parallel runs (or a robot on the LAN) never cross-talk.
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 90) + 10 ))}"
 marker=(-m "not slow and not lerobot")

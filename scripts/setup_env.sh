@@ -126,6 +126,19 @@ say "building emu_ros (interfaces + Python) with colcon into install/"
     || { tail -n 40 "$ROOT/log/colcon_build.txt" >&2; exit 1; }
 ) || fail "colcon build failed (full log: log/colcon_build.txt)"
 
+# Test-only stand-ins for control_msgs / interbotix_xs_msgs / aimdk_msgs (not on PyPI), built into a
+# separate prefix that only scripts/run_tests.sh puts on the path (test/ros/interfaces/README.md).
+STEP="colcon build (test-only interfaces)"
+(
+  export AMENT_PREFIX_PATH="$ROOT/install:$VENV" CMAKE_PREFIX_PATH="$ROOT/install:$VENV" LD_LIBRARY_PATH="$ROS_LD" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+  export PATH="$VENV/bin:$PATH"
+  "$VENV/bin/colcon" --log-base "$ROOT/log" build --paths "$ROOT"/test/ros/interfaces/* --build-base "$ROOT/build/test_interfaces" \
+    --install-base "$ROOT/install_test" --merge-install \
+    --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_FIND_STRATEGY=LOCATION -DPython3_NumPy_INCLUDE_DIR="$NPLINK" -DBUILD_TESTING=OFF \
+    --event-handlers console_direct- summary- > "$ROOT/log/colcon_build_test_interfaces.txt" 2>&1 \
+    || { tail -n 40 "$ROOT/log/colcon_build_test_interfaces.txt" >&2; exit 1; }
+) || fail "building the test-only interfaces failed (log/colcon_build_test_interfaces.txt)"
+
 # ---------------------------------------------------------------- 5. the activation file
 STEP="write activate.sh"
 INSTALL_SITE="$ROOT/install/lib/python$PYVER/site-packages"

@@ -23,7 +23,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means "not built"
     _pytest.skip(_msg, allow_module_level=True)
 
 import rclpy  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +38,10 @@ def spin(ros_context):
     """Spin the given nodes in a background MultiThreadedExecutor; stopped and destroyed after the test."""
     executors = []
 
-    def _spin(*nodes):
-        ex = MultiThreadedExecutor(num_threads=4)
+    def _spin(*nodes, single: bool = False):
+        # Clients get a single-threaded executor: rclpy's ActionClient can drop feedback when its
+        # waitable is taken by several executor threads at once.
+        ex = SingleThreadedExecutor() if single else MultiThreadedExecutor(num_threads=4)
         for n in nodes:
             ex.add_node(n)
         t = threading.Thread(target=ex.spin, daemon=True)

@@ -1,0 +1,164 @@
+"""emu_bridge: `~/execute_task` — plan with emu_guidance, execute on the robot, check, re-plan.
+
+The node wires ROS to the ROS-free TaskRunner: plans come from the guidance node's
+`~/generate_plan` (every re-plan is a new goal carrying the history), arm/gripper goals go through
+the profile's robot adapter, step checks read the adapter's joint states and this node's camera
+subscriptions. Runner events become ExecuteTask feedback. One task at a time: a goal arriving while
+a task runs is rejected; cancel stops the runner, which cancels the arm goals.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from emu_ros.action import ExecuteTask
+from emu_ros.bridge.monitor import StepMonitor
+from emu_ros.bridge.profile import load_profile
+from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
+from emu_ros.bridge.skill_mapper import SkillMapper
+from emu_ros.bridge.skills import ProfileSkillExecutor
+from emu_ros.guidance.camera_hub import CameraHub
+from emu_ros.guidance.types import CancelToken
+from emu_ros.ros.adapters import make_adapter
+from emu_ros.ros.image_conversion import ImageConversionError, empty_image, image_to_numpy, numpy_to_image
+from emu_ros.ros.node_utils import declare, in_thread, param, spin_nodes
+from emu_ros.ros.plan_client import RosPlanner
+
+#: Runner event → ExecuteTask feedback phase.
+PHASES = {EventType.PLANNING: "planning", EventType.STEP_PLANNED: "planning", EventType.PLAN_READY: "planning",
+          EventType.STEP_STARTED: "executing", EventType.STEP_FINISHED: "checking",
+          EventType.STEP_UNFINISHED: "checking", EventType.STEP_FAILED: "checking",
+          EventType.REPLANNING: "replanning", EventType.DONE: "done", EventType.ABORTED: "aborted",
+          EventType.CANCELED: "canceled"}
+
+
+class BridgeNode(Node):
+    def __init__(self, node_name: str = "emu_bridge", adapter=None, perception=None, task_params: Optional[dict] = None,
+                 **kwargs):
+        """`adapter`/`perception` may be injected (the simulator); otherwise the profile's ROS adapter is built."""
+        super().__init__(node_name, **kwargs)
+        declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
+        declare(self, "generate_plan_action", "/emu_guidance/generate_plan", "GeneratePlan action of the guidance node")
+        declare(self, "skills", "default", "Skill library: a name in config/skills or a YAML path", read_only=True)
+        declare(self, "max_replans", 3, "Default re-plan budget per task (ExecuteTask.max_replans = -1)", int_range=(0, 50))
+        declare(self, "max_retries", 1, "Retries of a failed step before re-planning", int_range=(0, 10))
+        declare(self, "plan_timeout_s", 300.0, "Longest wait for one plan", float_range=(1.0, 3600.0))
+        declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
+        self.profile = load_profile(param(self, "profile"))
+        self._group = ReentrantCallbackGroup()
+        self.adapter = adapter if adapter is not None else make_adapter(self, self.profile)
+        self.hub = CameraHub([c.name for c in self.profile.cameras], {c.name: c.max_age_s for c in self.profile.cameras},
+                             required=[self.profile.visual_check.camera])
+        self._subs = [self.create_subscription(Image, c.topic, lambda m, n=c.name: self._on_image(n, m),
+                                               qos_profile_sensor_data, callback_group=self._group)
+                      for c in self.profile.cameras]
+        self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
+        self.mapper = SkillMapper.load(param(self, "skills"))
+        self.executor_ = ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
+        self.monitor = StepMonitor(self.profile)
+        self.runner: Optional[TaskRunner] = None
+        self._busy = threading.Lock()
+        self._server = ActionServer(self, ExecuteTask, "~/execute_task", execute_callback=self._execute,
+                                    goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+                                    callback_group=self._group)
+        self.get_logger().info(f"ready: profile {self.profile.name}, adapter {getattr(self.adapter, 'name', '?')}, "
+                               f"planner {self.planner.action_name}")
+
+    def make_runner(self, max_replans: int) -> TaskRunner:
+        cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"))
+        return TaskRunner(self.planner, self.mapper, self.executor_, self.adapter, self.monitor, image_source=self.hub,
+                          config=cfg, log_root=Path(param(self, "log_dir")).expanduser())
+
+    # ---------------------------------------------------------------------------- callbacks
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            arr = image_to_numpy(msg)
+            if arr.ndim != 3:
+                raise ImageConversionError(f"{msg.encoding} is not a colour image")
+            self.hub.update(camera, arr)
+        except (ImageConversionError, ValueError) as e:
+            self.hub.report_error(camera, str(e))
+            self.get_logger().warning(f"dropped frame from {camera}: {e}", throttle_duration_sec=5.0)
+
+    def _on_goal(self, goal) -> GoalResponse:
+        if self._busy.locked():
+            self.get_logger().warning("execute_task goal rejected: a task is running (one at a time)")
+            return GoalResponse.REJECT
+        if not goal.instruction.strip():
+            self.get_logger().warning("execute_task goal rejected: empty instruction")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, handle) -> CancelResponse:
+        runner = self.runner
+        if runner is not None:
+            runner.cancel("canceled by the ExecuteTask client")
+        return CancelResponse.ACCEPT
+
+    async def _execute(self, handle):
+        result = ExecuteTask.Result()
+        if not self._busy.acquire(blocking=False):
+            handle.abort()
+            result.message = "busy: another task is running"
+            return result
+        try:
+            req = handle.request
+            replans = param(self, "max_replans") if req.max_replans < 0 else int(req.max_replans)
+            self.runner = runner = self.make_runner(replans)
+            runner.add_listener(lambda e: self._feedback(handle, e))
+            token = CancelToken()
+            if handle.is_cancel_requested:
+                token.cancel("canceled before start")
+            try:
+                outcome = await in_thread(self, lambda: runner.run(req.instruction, cancel=token), name="emu_bridge_task")
+            except BaseException as e:  # noqa: BLE001 - the runner never raises for task failures; report anything else
+                result.message = f"runner crashed: {type(e).__name__}: {e}"
+                handle.abort()
+                return result
+        finally:
+            self.runner = None
+            self._busy.release()
+        result.success = outcome.success
+        result.steps_completed = outcome.steps_done
+        result.replans = outcome.replans
+        result.message = outcome.message + (f" (log: {outcome.log_dir})" if outcome.log_dir else "")
+        if outcome.status == "succeeded":
+            handle.succeed()
+        elif outcome.status == "canceled" and handle.is_cancel_requested:
+            handle.canceled()
+        else:
+            handle.abort()
+        return result
+
+    def _feedback(self, handle, e: RunnerEvent) -> None:
+        if not handle.is_active:
+            return
+        fb = ExecuteTask.Feedback(phase=PHASES.get(e.type, e.type.value), step_index=int(e.step_index or 0),
+                                  step_text=e.step_text, attempt=int(e.attempt) + 1, replans=int(e.replans))
+        fb.step_image = (numpy_to_image(e.step.image, "rgb8") if e.step is not None and e.step.image is not None
+                         else empty_image())
+        if e.outcome is not None:
+            fb.outcome = f"{e.outcome.status.value}: {e.outcome.reason}" if e.outcome.reason else e.outcome.status.value
+        elif e.message:
+            fb.outcome = e.message
+        handle.publish_feedback(fb)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = BridgeNode()
+    except Exception as e:  # noqa: BLE001 - a bad profile/adapter config: say why and exit cleanly
+        rclpy.logging.get_logger("emu_bridge").fatal(f"cannot start: {e}")
+        rclpy.try_shutdown()
+        return 1
+    return spin_nodes([node])

@@ -1,0 +1,68 @@
+"""Small rclpy helpers shared by the emu_ros nodes: declared parameters, worker threads, main()."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.task import Future
+
+
+def declare(node, name: str, default: Any, description: str, read_only: bool = False,
+            int_range: Optional[tuple] = None, float_range: Optional[tuple] = None) -> None:
+    """Declare one parameter with a description (shown by `ros2 param describe`) and an optional range."""
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if int_range is not None:
+        desc.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
+    if float_range is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(float_range[0]), to_value=float(float_range[1]))]
+    node.declare_parameter(name, default, desc)
+
+
+def param(node, name: str) -> Any:
+    return node.get_parameter(name).value
+
+
+def in_thread(node, fn: Callable[[], Any], name: str = "emu_ros_worker") -> Future:
+    """Run `fn` in a worker thread; the returned rclpy Future can be awaited by an async callback.
+
+    The executor thread is free while `fn` runs (the model or the robot motion never blocks
+    callbacks). The no-op done callback makes `set_result` wake the executor (rclpy only
+    reschedules an awaiting task when the future has done callbacks to dispatch).
+    """
+    fut = Future(executor=node.executor)
+    fut.add_done_callback(lambda _f: None)
+
+    def work() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 - delivered to the awaiting callback
+            fut.set_exception(e)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return fut
+
+
+def spin_nodes(nodes: Sequence, threads: int = 4, after: Optional[Callable[[], None]] = None) -> int:
+    """Spin nodes in a MultiThreadedExecutor until Ctrl-C or shutdown; the usual main() body."""
+    executor = MultiThreadedExecutor(num_threads=threads)
+    for n in nodes:
+        executor.add_node(n)
+    try:
+        if after is not None:
+            after()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        for n in nodes:
+            try:
+                n.destroy_node()
+            except Exception as e:  # noqa: BLE001 - keep shutting the others down
+                logging.getLogger(__name__).warning("destroy_node failed: %s", e)
+        rclpy.try_shutdown()
+    return 0
