@@ -11,7 +11,8 @@ Public API (kept stable for the guidance engine and outside checks)::
 
 from .configuration_emu3 import PRESETS, ConfigError, Emu3Config, preset_config
 from .generation import (ARImageDecoder, DecodeSession, GenerationConfig, GenerationResult, ImageDecoder,
-                         ModeState, SamplingParams, SpecialIds, cfg_logprobs, generate, sample, task_config)
+                         ModeState, SamplingParams, SpecialIds, cfg_logprobs, filter_logits, generate, sample,
+                         task_config)
 from .loading import CheckpointError, load_lm
 from .modeling_emu3 import Emu3ForCausalLM, KVCache
 from .prompts import TASKS, build_prompt, build_unconditional_prompt
@@ -26,7 +27,7 @@ __all__ = [
     "Emu3ForCausalLM", "Emu3Tokenizer", "GenerationConfig", "GenerationResult", "IBQ", "IBQConfig",
     "ImageBlock", "ImageDecoder", "InterleavedOutput", "KVCache", "ModeState", "PRESETS", "SamplingParams",
     "Segment", "SpecialIds", "TASKS", "TokenizerError", "VisionTokenizerError", "build_prompt",
-    "build_unconditional_prompt", "cfg_logprobs", "generate", "image_string", "image_token_ids",
+    "build_unconditional_prompt", "cfg_logprobs", "filter_logits", "generate", "image_string", "image_token_ids",
     "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
     "preset_config", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
 ]

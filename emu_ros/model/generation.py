@@ -2,7 +2,7 @@
 
 A chain of small pieces, each reusable by other image decoders (DiDA):
 
-* ``sample``          -- temperature -> top-k -> top-p -> draw (exponential-race draw, no host sync)
+* ``filter_logits``, ``sample`` -- temperature -> top-k -> top-p -> draw (exponential race, no host sync)
 * ``cfg_logprobs``    -- classifier-free guidance on log-probabilities, visual tokens only
 * ``ModeState``       -- the official mode state machine: text mode (visual ids masked), image
                          header (forced "H*W" or the 2-digit mask), visual body with forced EOL/EOI
@@ -112,13 +112,12 @@ class SpecialIds:
 
 
 # --------------------------------------------------------------------------------------- sampling
-def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
-    """Draw one index from logits [N] (fp32): temperature, top-k, top-p, then an exponential race.
+def filter_logits(logits: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor | None]:
+    """Temperature, top-k, top-p (official order) on logits [N]; returns (scores, index).
 
-    Returns a 0-d long tensor on the logits' device; nothing here waits for the device.
+    scores are the surviving candidates' scaled logits (-inf where top-p removed one); index maps
+    them back to positions in logits (None when no top-k/top-p reordering happened).
     """
-    if params.temperature <= 0:
-        return logits.argmax()
     x = logits / params.temperature if params.temperature != 1.0 else logits
     n = x.shape[-1]
     k = params.top_k if 0 < params.top_k < n else n
@@ -131,6 +130,17 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
         probs = torch.softmax(x, dim=-1)
         # drop a token when the mass before it already exceeds top_p (keeps at least the first)
         x = x.masked_fill(torch.cumsum(probs, -1) - probs > params.top_p, float("-inf"))
+    return x, index
+
+
+def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one index from logits [N] (fp32) after ``filter_logits``, by an exponential race.
+
+    Returns a 0-d long tensor on the logits' device; nothing here waits for the device.
+    """
+    if params.temperature <= 0:
+        return logits.argmax()
+    x, index = filter_logits(logits, params)
     probs = torch.softmax(x, dim=-1)
     noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
     choice = torch.argmax(probs / noise)
