@@ -82,6 +82,14 @@ def as_rgb_image(obj: Any) -> Optional[np.ndarray]:
     return np.clip(np.rint(f), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class OutputEnd:
+    """A backend's last item: why generation stopped. `truncated` = cut by a budget, not finished."""
+
+    reason: str = "eos"
+    truncated: bool = False
+
+
 @dataclass
 class _Segment:
     text: str
@@ -106,13 +114,14 @@ class StepParser:
         self._saw_image = False
         self._saw_header = False
         self._finished = False
+        self._end_truncated = False
         self.notes: list = []
         self.steps: list = []
         self.truncated = False
 
     # ---- input ---------------------------------------------------------------------------
     def feed(self, item: Any) -> List[PlanStep]:
-        """Feed one output item of any type: str = text, array = image, anything else is noted."""
+        """Feed one output item of any type: str = text, array = image, OutputEnd = stop reason; else noted."""
         try:
             if isinstance(item, str):
                 return self.feed_text(item)
@@ -121,6 +130,11 @@ class StepParser:
             if isinstance(item, np.ndarray):
                 return self.feed_image(item)
             if item is None:
+                return []
+            if isinstance(item, OutputEnd):
+                if item.truncated:
+                    self._end_truncated = True
+                    self.notes.append(f"generation stopped early: {item.reason}")
                 return []
             self.notes.append(f"ignored output item of type {type(item).__name__}")
             return []
@@ -162,6 +176,7 @@ class StepParser:
         if self._finished:
             return []
         self._finished = True
+        truncated = truncated or self._end_truncated
         try:
             out = self._consume(final=True)
             segs, self._segments = self._segments, []

@@ -1,0 +1,162 @@
+"""The Emu3.5 world-model backend: camera views + task + history → interleaved steps from the model.
+
+It wraps `emu_ros.model.Emu35Runtime` (loaded once, in the constructor — the ROS layer calls this
+from `on_configure`) and streams what the runtime generates: text chunks (`on_text`) and decoded
+step images (`on_image`) are yielded as raw items as soon as they exist, and the engine's
+`StepParser` cuts them into steps. Generation runs in a worker thread so the caller's iterator can
+stop it (cancel, max_steps) at any time; the runtime polls the cancel callable between tokens.
+
+Prompt: the official `vla` template (or `howto`) from `emu_ros.model.prompts`, whose question is
+written by `emu_ros.guidance.prompting.build_question` (task, finished steps, the failed step and
+why), with the current camera views as reference images.
+
+Modes: `ar` generates every image token autoregressively (official behaviour; minutes per image
+without a GPU). `dida` needs a parallel image decoder (`image_decoder=`, an
+`emu_ros.model.ImageDecoder`); the runtime defines that seam but ships no DiDA decoder yet, so
+`mode="dida"` without one fails at construction with a message saying so.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from emu_ros.guidance.parser import OutputEnd
+from emu_ros.guidance.prompting import GUIDANCE_TASKS, build_question
+from emu_ros.guidance.types import Cancelled, CancelToken, PlanningError, PlanRequest
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+#: Generation stop reasons that mean the output was cut, not finished (emu_ros.model.generation).
+TRUNCATING_STOPS = ("max_new_tokens", "cache_full")
+
+
+class Emu35Unavailable(RuntimeError):
+    """The Emu3.5 backend cannot be built here (runtime missing, weights missing, no DiDA decoder)."""
+
+
+def _runtime_class():
+    try:
+        from emu_ros.model import Emu35Runtime
+    except ImportError as e:
+        raise Emu35Unavailable(f"the Emu3.5 runtime (emu_ros.model.Emu35Runtime) cannot be imported: {e}; "
+                               "install the model extra (pip install -e '.[model]') or use the scripted backend") from e
+    return Emu35Runtime
+
+
+class Emu35WorldModel:
+    """WorldModel backend over an Emu35Runtime. `name` is ``emu35-ar`` or ``emu35-dida``."""
+
+    def __init__(self, model_dir: Optional[str] = None, vq_dir: Optional[str] = None, device: str = "cpu",
+                 dtype: str = "bfloat16", mode: str = "ar", task_type: str = "vla",
+                 cameras: Optional[Sequence[str]] = None, max_input_images: int = 1,
+                 steps_hint: Optional[int] = None, generation: Optional[dict] = None,
+                 image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
+                 join_timeout_s: float = 10.0):
+        mode = mode.lower()
+        if mode not in ("ar", "dida"):
+            raise ValueError(f"Emu3.5 mode must be 'ar' or 'dida', got {mode!r}")
+        if task_type not in GUIDANCE_TASKS:
+            raise ValueError(f"task_type must be one of {GUIDANCE_TASKS} (official templates), got {task_type!r}")
+        if mode == "dida" and image_decoder is None:
+            raise Emu35Unavailable("mode 'dida' needs a DiDA image decoder (image_decoder=, an emu_ros.model."
+                                   "ImageDecoder); emu_ros.model ships none yet — use mode 'ar' or pass one")
+        self.name = f"emu35-{mode}"
+        self.mode = mode
+        self.task_type = task_type
+        self.cameras = tuple(cameras) if cameras else None
+        self.max_input_images = int(max_input_images)
+        self.steps_hint = steps_hint
+        self.image_decoder = image_decoder
+        #: Pixel area camera views are resized to before encoding (None = the official 518,400).
+        self.image_area = image_area
+        self.join_timeout_s = float(join_timeout_s)
+        self._config = self._generation_config(dict(generation or {}))
+        if runtime is None:
+            if not model_dir:
+                raise Emu35Unavailable("Emu3.5 backend needs model_dir (the downloaded BAAI/Emu3.5 directory; "
+                                       "see models/README.md)")
+            if not Path(model_dir).is_dir():
+                raise Emu35Unavailable(f"Emu3.5 model directory {model_dir} does not exist")
+            import torch
+
+            torch_dtype = getattr(torch, str(dtype), None)
+            if not isinstance(torch_dtype, torch.dtype):
+                raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. bfloat16, float32)")
+            log.info("loading Emu3.5 from %s (vision tokenizer %s) on %s/%s", model_dir, vq_dir or "sibling dir",
+                     device, dtype)
+            runtime = _runtime_class()(model_dir, vq_dir, device=device, dtype=torch_dtype)
+        self.runtime = runtime
+
+    def _generation_config(self, overrides: dict):
+        """The official task settings with user overrides (e.g. max_new_tokens, seed, cfg_scale)."""
+        try:
+            from emu_ros.model import task_config
+        except ImportError:
+            return None
+        try:
+            from emu_ros.model.generation import GenerationConfig
+
+            known = {f.name for f in fields(GenerationConfig)}
+        except ImportError:
+            known = set(overrides)
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {sorted(unknown)} (known: {sorted(known)})")
+        return task_config(self.task_type, **overrides)
+
+    def _images(self, request: PlanRequest) -> list:
+        obs = request.observation
+        if obs is None:
+            return []
+        names = [c for c in (self.cameras or tuple(obs.frames)) if c in obs.frames]
+        return [obs.frames[c].image for c in names[: self.max_input_images]]
+
+    def plan(self, request: PlanRequest, cancel: Optional[CancelToken] = None) -> Iterator[Any]:
+        """Yield text chunks and step images as generated, then an OutputEnd with the stop reason."""
+        question = build_question(request, self.steps_hint)
+        images = self._images(request)
+        items: "queue.Queue" = queue.Queue()
+        stop = threading.Event()
+
+        def stopped() -> bool:
+            return stop.is_set() or (cancel is not None and cancel.cancelled)
+
+        def work() -> None:
+            try:
+                out = self.runtime.generate_interleaved(question, images, task=self.task_type, config=self._config,
+                                                        image_area=self.image_area, on_text=items.put,
+                                                        on_image=items.put, cancel=stopped,
+                                                        image_decoder=self.image_decoder)
+                items.put(OutputEnd(reason=str(out.stop_reason),
+                                    truncated=str(out.stop_reason) in TRUNCATING_STOPS))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+                items.put(e)
+            finally:
+                items.put(_DONE)
+
+        log.info("%s: generating %s plan (revision %d, %d image(s)): %s", self.name, self.task_type,
+                 request.revision, len(images), question)
+        worker = threading.Thread(target=work, name="emu35-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = items.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, (PlanningError, Cancelled)):
+                        raise item
+                    raise PlanningError(f"{self.name} generation failed: {type(item).__name__}: {item}") from item
+                if isinstance(item, OutputEnd) and item.reason == "cancelled" and cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"{self.name} generation canceled")
+                yield item
+        finally:
+            stop.set()
+            worker.join(self.join_timeout_s)
+            if worker.is_alive():
+                log.warning("%s: generation thread still running %.0f s after stop", self.name, self.join_timeout_s)
