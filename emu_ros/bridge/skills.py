@@ -56,6 +56,7 @@ class SkillDefaults:
     lift_orient: str = "toward"  # at a lift target: "toward" = fingers point across the table, "keep" = as grasped
     insert_depth: float = 0.09  # held object's centre this far from the target's centre at the end of an insert
     pre_insert: float = 0.05  # extra distance of the aligned pre-insert pose
+    align_iterations: int = 2  # measure-and-correct passes at the pre-insert pose
     push_distance: float = 0.08
     wipe_width: float = 0.10
     wipe_strokes: int = 3
@@ -622,23 +623,34 @@ class ProfileSkillExecutor:
         base = np.asarray(arm.chain.base_xyz, float)
 
         def aim(extra: float) -> tuple:
-            p_obj, _, _ = self._locate(body)
+            p_obj, yaw_obj, _ = self._locate(body)
             p_tgt, yaw, _ = self._locate(tgt_body, "target")
-            a = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-            if np.dot(a, base - p_tgt) < 0:
-                a = -a
+            # the insertion axis: the target's face direction (yaw + k*pi/2) that points most toward
+            # this arm's base, i.e. the opening the arm can reach (a yaw is only known mod pi/2)
+            toward = _unit([base[0] - p_tgt[0], base[1] - p_tgt[1], 0.0])
+            axes = [np.array([np.cos(yaw + k * np.pi / 2), np.sin(yaw + k * np.pi / 2), 0.0]) for k in range(4)]
+            a = max(axes, key=lambda v: float(np.dot(v, toward)))
             depth = float(self.param(call, "insert_depth", tgt_body)) + extra
             q = self._q(arm)
             p_tip, R = self._tool(arm, q)
-            return q, p_tip + (p_tgt + a * depth - p_obj), R
+            # turn the tool about the vertical so the held object's axis is parallel to the insertion
+            # axis (it may have yawed in the grip); the object turns with the tool about the tip
+            obj_axes = [np.array([np.cos(yaw_obj + k * np.pi / 2), np.sin(yaw_obj + k * np.pi / 2), 0.0])
+                        for k in range(4)]
+            b = max(obj_axes, key=lambda v: float(np.dot(v, a)))
+            delta = float(np.arctan2(b[0] * a[1] - b[1] * a[0], float(np.dot(a, b))))
+            Rz = np.array([[np.cos(delta), -np.sin(delta), 0.0], [np.sin(delta), np.cos(delta), 0.0], [0.0, 0.0, 1.0]])
+            rel = Rz @ (p_obj - p_tip)
+            return q, p_tgt + a * depth - rel, Rz @ R
 
         q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))
         q1, _ = self._solve(arm, p_pre, [R], q0, "pre-insert pose")
         if not self._send(arm, self._joint_move(arm, q0, q1, call), ex, cancel):
             return
-        q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))  # correct with fresh estimates
-        if not self._send(arm, self._line(arm, q0, p_pre, R, call, what="alignment"), ex, cancel):
-            return
+        for _ in range(int(self.param(call, "align_iterations"))):  # correct with fresh estimates
+            q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))
+            if not self._send(arm, self._line(arm, q0, p_pre, R, call, what="alignment"), ex, cancel):
+                return
         q0, p_in, R = aim(0.0)
         if self._send(arm, self._line(arm, q0, p_in, R, call, speed=float(self.param(call, "insert_speed")),
                                       what="insertion"), ex, cancel):

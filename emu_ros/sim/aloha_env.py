@@ -115,8 +115,12 @@ class AlohaSim:
         self.tick_hooks: list = []
 
     # ------------------------------------------------------------------ episode
-    def reset(self, seed: Optional[int] = None) -> None:
-        """Seeded reset, exactly like gym-aloha's `AlohaEnv.reset(seed)` (objects drawn from the seed)."""
+    def reset(self, seed: Optional[int] = None, settle_s: float = 0.0) -> None:
+        """Seeded reset, exactly like gym-aloha's `AlohaEnv.reset(seed)` (objects drawn from the seed).
+
+        gym-aloha spawns objects a few cm above the table; `settle_s` lets them land (arms holding
+        their start pose) so the first look at the scene sees them at rest, as a robot would.
+        """
         with self.lock:
             self.seed = seed
             self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
@@ -127,6 +131,8 @@ class AlohaSim:
             self.reward = 0.0
             self.max_reward = 0.0
             self.physics_error = ""
+            for _ in range(int(round(settle_s / CONTROL_DT))):
+                self.step()
 
     @property
     def time(self) -> float:

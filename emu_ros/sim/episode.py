@@ -157,8 +157,8 @@ class SimWorld:
         self.images = SimImageSource(self.sim, size=camera_size)
         self.mapper = SkillMapper.load()
 
-    def reset(self, seed: int) -> None:
-        self.sim.reset(seed)
+    def reset(self, seed: int, settle_s: float = 0.4) -> None:
+        self.sim.reset(seed, settle_s=settle_s)
         self.executor.reset()
         self.sim.tick_hooks.clear()
 

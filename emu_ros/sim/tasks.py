@@ -45,8 +45,8 @@ TASKS = {
         instruction="insert the peg into the socket",
         skill_params={
             "objects": {
-                # grip the peg 3 cm off-centre toward its +x end, so its -x end can go deep into the socket
-                "peg": {"grasp_symmetry": 2, "object_half_height": 0.01, "grasp_offset": (0.03, 0.0, 0.0)},
+                # gripped at its centre: an off-centre grip makes the low-gain wrist sag and tilt the peg
+                "peg": {"grasp_symmetry": 2, "object_half_height": 0.01},
                 "socket": {"grasp_symmetry": 2, "object_half_height": 0.022, "insert_depth": 0.095,
                            "pre_insert": 0.05},
             },
