@@ -31,3 +31,8 @@ __all__ = [
     "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
     "preset_config", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
 ]
+
+try:   # optional: transformers Auto-class registration (item 9); our runtime never needs it
+    from . import hf as _hf  # noqa: F401
+except ImportError:
+    _hf = None

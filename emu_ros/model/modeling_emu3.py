@@ -77,13 +77,14 @@ class Emu3ForCausalLM(nn.Module):
         self.max_batch = self.max_seq = 0
 
     def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None,
-                keep: int | None = None) -> Tensor:
+                keep: int | None = None, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids [B, T]; input_pos [B, T] (or [T]) selects cached decoding; kv_len bounds attention.
 
         keep=i returns logits [B, 1, vocab] of position i only (e.g. -1): decoding needs just the
         next-token distribution, so the other T-1 vocabulary projections are skipped.
+        attention_mask [B, T] (1 = token, 0 = padding) applies to the uncached forward only.
         """
-        hidden = self.model(input_ids, input_pos, kv_len)
+        hidden = self.model(input_ids, input_pos, kv_len, attention_mask)
         if keep is not None:
             hidden = hidden[:, keep].unsqueeze(1)
         return self.lm_head(hidden).float()
@@ -104,13 +105,19 @@ class Emu3Model(nn.Module):
         """Recompute non-checkpoint buffers (needed after building on the meta device)."""
         self.inv_freq = rope_inv_freq(self.config, device=self.embed_tokens.weight.device)
 
-    def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None,
+                attention_mask: Tensor | None = None) -> Tensor:
         """Hidden states [B, T, hidden] after the final norm."""
         b, t = input_ids.shape
         use_cache = input_pos is not None
         if not use_cache:
             positions = torch.arange(t, device=input_ids.device).expand(b, t)
             mask = None                                                   # SDPA's is_causal
+            if attention_mask is not None and not bool(attention_mask.all()):
+                causal = torch.ones(t, t, dtype=torch.bool, device=input_ids.device).tril()
+                # padding keys are hidden; each position still sees itself so no softmax row is empty
+                mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(
+                    t, dtype=torch.bool, device=input_ids.device)          # [B, 1, T, T]
         else:
             if self.layers[0].self_attn.kv_cache is None:
                 raise RuntimeError("input_pos given but the KV cache is not set up; call setup_caches() first")
@@ -164,7 +171,8 @@ class Emu3Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)              # [B, Hkv, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if input_pos is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_heads != self.n_kv_heads)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=self.n_heads != self.n_kv_heads)
         else:
             k, v = self.kv_cache.update(input_pos, k, v)
             k, v = k[:, :, :kv_len], v[:, :, :kv_len]                                               # [B, Hkv, S, D]
