@@ -84,7 +84,7 @@ def sample_initial_pose(task: str, seed: Optional[int]) -> np.ndarray:
 class AlohaSim:
     """gym-aloha physics for one task, stepped explicitly, with on-demand offscreen rendering."""
 
-    def __init__(self, task: str = "transfer_cube", image_size: tuple = (480, 640)):
+    def __init__(self, task: str = "transfer_cube", image_size: tuple = (480, 640), shadows: bool = False):
         if task not in TASKS:
             raise ValueError(f"unknown sim task {task!r} (known: {sorted(TASKS)})")
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -96,6 +96,8 @@ class AlohaSim:
         self.spec = TASKS[task]
         self.task_name = task
         self.image_size = tuple(image_size)
+        #: Shadows and reflections cost ~4x render time on CPU (llvmpipe); off unless asked for.
+        self.shadows = bool(shadows)
         self._aloha_tasks = aloha_tasks
         self._PhysicsError = control.PhysicsError
         self.physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / self.spec.xml))
@@ -215,7 +217,14 @@ class AlohaSim:
                 self.model.camera(mj_cam)
             except KeyError:
                 raise CameraUnavailable(f"sim has no camera {camera!r} (known: {sorted(CAMERA_MAP)})") from None
-            return np.ascontiguousarray(self.physics.render(height=h, width=w, camera_id=mj_cam))
+            return np.ascontiguousarray(self.physics.render(height=h, width=w, camera_id=mj_cam,
+                                                            scene_callback=self._scene_flags))
+
+    def _scene_flags(self, physics, scene) -> None:
+        import mujoco
+
+        scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.shadows)
+        scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.shadows)
 
 
 class SimImageSource:

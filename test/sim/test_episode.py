@@ -48,3 +48,30 @@ def test_eval_cli_json(tmp_path, capsys):
         assert key in rows[0]
     assert rows[0]["success_rate"] == 1.0 and rows[1]["success_rate"] == 0.0
     assert "no-replan" in capsys.readouterr().out
+
+
+def test_camera_dropout_makes_the_step_unverified_then_recovers():
+    world = SimWorld("transfer_cube")
+    r = run_episode(EpisodeConfig(task="transfer_cube", seed=1,
+                                  fault=FaultSpec("camera_dropout", step=1, seed=1, dropout_s=0.6)), world)
+    assert r.fault_fired and r.success and r.replans == 1
+    assert [s.code for s in r.steps if s.status != "finished"] == ["camera_unavailable"]
+
+
+def test_insertion_task_succeeds_by_sim_reward():
+    world = SimWorld("insertion")
+    r = run_episode(EpisodeConfig(task="insertion", seed=0), world)
+    assert r.success and r.replans == 0 and r.step_runs == 5
+
+
+def test_bridge_task_runner_drives_the_sim_with_its_step_monitor(tmp_path):
+    """The same missed grasp through the bridge's TaskRunner/StepMonitor, with rendered reference step images."""
+    from emu_ros.sim.episode import run_episode_with_runner
+
+    world = SimWorld("transfer_cube")
+    r = run_episode_with_runner(EpisodeConfig(task="transfer_cube", seed=2, fault=FaultSpec("missed_grasp", seed=2),
+                                              step_images=True, out_dir=str(tmp_path)), world)
+    assert r.runner_status == "succeeded" and r.success and r.replans == 1
+    assert [s.code for s in r.steps if s.status != "finished"] == ["gripper_empty"]
+    images = sorted((tmp_path / "reference_seed2" / "reference_images").glob("*.png"))
+    assert len(images) == 6
