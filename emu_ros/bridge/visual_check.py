@@ -272,3 +272,55 @@ def calibrate_threshold(judge: HistSSIMJudge, samples: Sequence[CalibrationSampl
             best, best_key = r, key
     log.info("visual check calibration: %s", best.summary())
     return best
+
+
+def load_samples(root) -> list:
+    """Labelled frame pairs from a folder: `success/` and `failure/`, each holding
+    `<name>_predicted.png` + `<name>_observed.png` (+ optional `<name>_before.png`)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    def read(p: "Path") -> np.ndarray:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+    root = Path(root)
+    samples = []
+    for label in ("success", "failure"):
+        folder = root / label
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} missing: calibration frames go in {root}/success and {root}/failure")
+        for pred in sorted(folder.glob("*_predicted.png")):
+            stem = pred.name[: -len("_predicted.png")]
+            obs = folder / f"{stem}_observed.png"
+            if not obs.is_file():
+                raise FileNotFoundError(f"{obs} missing (every *_predicted.png needs its *_observed.png)")
+            before = folder / f"{stem}_before.png"
+            samples.append(CalibrationSample(read(pred), read(obs), label == "success",
+                                             read(before) if before.is_file() else None))
+    return samples
+
+
+def main(argv=None) -> int:
+    """Calibrate the threshold on recorded frames and print precision/recall.
+
+    Example: python -m emu_ros.bridge.visual_check frames/ --profile aloha
+    """
+    import argparse
+
+    from emu_ros.bridge.profile import load_profile
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("frames", help="folder with success/ and failure/ frame pairs (see load_samples)")
+    ap.add_argument("--profile", default="sim_aloha", help="robot profile whose visual_check ROI to use")
+    args = ap.parse_args(argv)
+    judge = judge_from_profile(load_profile(args.profile).visual_check)
+    report = calibrate_threshold(judge, load_samples(args.frames))
+    print(report.summary())
+    print(f"set visual_check.threshold: {report.threshold:.3f} in the {args.profile} profile")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

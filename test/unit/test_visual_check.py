@@ -103,3 +103,25 @@ def test_calibration_needs_both_classes():
 def test_evaluate_threshold_counts():
     r = evaluate_threshold([0.9, 0.8, 0.4, 0.3], [True, False, True, False], 0.5)
     assert (r.precision, r.recall, r.failure_recall, r.accuracy) == (0.5, 0.5, 0.5, 0.5)
+
+
+def test_calibrate_from_a_frames_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from emu_ros.bridge.visual_check import load_samples, main
+
+    for seed in range(6):
+        for ok in (True, False):
+            s = _episode(seed, ok)
+            d = tmp_path / ("success" if ok else "failure")
+            d.mkdir(exist_ok=True)
+            for part in ("predicted", "observed", "before"):
+                Image.fromarray(getattr(s, part)).save(d / f"ep{seed}_{part}.png")
+    samples = load_samples(tmp_path)
+    assert len(samples) == 12 and sum(s.success for s in samples) == 6 and all(s.before is not None for s in samples)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 1.000" in out and "set visual_check.threshold" in out
+    (tmp_path / "success" / "ep0_observed.png").unlink()
+    with pytest.raises(FileNotFoundError, match="ep0_observed.png missing"):
+        load_samples(tmp_path)
