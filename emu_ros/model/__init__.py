@@ -9,6 +9,10 @@ Public API (kept stable for the guidance engine and outside checks)::
     Emu35Runtime(model_dir, vq_dir, device, dtype).generate_interleaved(prompt_text, images, task, ...)
 """
 
+import importlib.abc
+import importlib.util
+import sys
+
 from .configuration_emu3 import PRESETS, ConfigError, Emu3Config, preset_config
 from .generation import (ARImageDecoder, DecodeSession, GenerationConfig, GenerationResult, ImageDecoder,
                          ModeState, SamplingParams, SpecialIds, cfg_logprobs, filter_logits, generate, sample,
@@ -29,10 +33,39 @@ __all__ = [
     "Segment", "SpecialIds", "TASKS", "TokenizerError", "VisionTokenizerError", "build_prompt",
     "build_unconditional_prompt", "cfg_logprobs", "filter_logits", "generate", "image_string", "image_token_ids",
     "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
-    "preset_config", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
+    "preset_config", "register_transformers", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
 ]
 
-try:   # optional: transformers Auto-class registration (item 9); our runtime never needs it
-    from . import hf as _hf  # noqa: F401
-except ImportError:
-    _hf = None
+
+def register_transformers() -> bool:
+    """Register Emu3.5 with transformers' Auto classes now; False when transformers is not installed."""
+    try:
+        from . import hf  # noqa: F401  (registers on import)
+    except ImportError:
+        return False
+    return True
+
+
+class _RegisterOnTransformersImport(importlib.abc.MetaPathFinder):
+    """Registers the Auto classes right after ``transformers`` is imported, so that importing
+    emu_ros.model stays fast (transformers takes seconds to import) and users need no extra call."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "transformers":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run = spec.loader.exec_module
+
+            def exec_then_register(module):
+                run(module)
+                register_transformers()
+            spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "transformers" in sys.modules:
+    register_transformers()
+elif not any(isinstance(f, _RegisterOnTransformersImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterOnTransformersImport())
