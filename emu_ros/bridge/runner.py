@@ -89,7 +89,9 @@ class Planner(Protocol):
     """What the runner needs from guidance: GuidanceEngine satisfies it; the ROS bridge wraps ~/generate_plan."""
 
     def plan(self, task: str, history: Optional[Sequence[HistoryEntry]] = None, revision: int = 0,
-             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None) -> Plan: ...
+             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None) -> Plan:
+        """A plan from the current views given the history; raises PlanningError or Cancelled."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class TaskResult:
 
     @property
     def success(self) -> bool:
+        """True when every step finished."""
         return self.status == "succeeded"
 
 
@@ -178,11 +181,13 @@ class TaskRunner:
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`."""
         if listener in self._listeners:
             self._listeners.remove(listener)
 
     @property
     def running(self) -> bool:
+        """True while `run` is executing a task."""
         return self._running
 
     def cancel(self, reason: str = "canceled by request") -> bool:

@@ -39,12 +39,16 @@ class SkillLibraryError(ValueError):
 
 @dataclass(frozen=True)
 class Phrasing:
+    """One compiled regex of a skill, with the fixed params it adds to the call."""
+
     pattern: re.Pattern
     params: Mapping = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SkillSpec:
+    """A skill of the library: its phrasings (tried in order) and required slots."""
+
     name: str
     phrasings: tuple
     requires: tuple = ()
@@ -61,6 +65,7 @@ class MappingResult:
 
     @property
     def mapped(self) -> bool:
+        """True when the text became a SkillCall."""
         return self.call is not None
 
 
@@ -144,6 +149,7 @@ class SkillMapper:
 
     @property
     def skill_names(self) -> tuple:
+        """Skill names in matching order."""
         return tuple(s.name for s in self.skills)
 
     def map(self, text: str) -> MappingResult:

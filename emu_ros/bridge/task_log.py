@@ -169,6 +169,7 @@ class TaskLog:
 
     @property
     def events_written(self) -> int:
+        """Lines in events.jsonl so far."""
         return self._seq
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:

@@ -19,6 +19,16 @@ and failure frames with `calibrate_threshold`, which reports precision and recal
 positive class). Generated images and real views differ in style, so a threshold that is not
 calibrated for the robot and camera is a guess: the profile's default (0.5) is only a start.
 
+Measured on the simulated ALOHA cube transfer (cam_high, 40 seeds, reference step images; success
+= the view after the step, failure = the view when the step did nothing; calibrated on seeds 0-19,
+tested on 20-39): with the before-frame, threshold 0.71-0.85, precision 1.00 / recall 1.00 both
+when the step images come from the same seed and from another seed; without the before-frame and
+step images from another seed, 0.80 / 0.84. The profile default 0.5 passes every frame there:
+calibrate before relying on the check.
+
+Limitation: when the scene already looked like the prediction *before* the step, "nothing
+changed" scores low on the change term; set `w_change=0` where steps often repeat a finished state.
+
 `StepJudge` is the seam for other judges (a learned success classifier, a VLM).
 """
 from __future__ import annotations
@@ -49,7 +59,9 @@ class StepJudge(Protocol):
     name: str
 
     def judge(self, text: str, predicted: np.ndarray, observed: np.ndarray,
-              before: Optional[np.ndarray] = None) -> VisualVerdict: ...
+              before: Optional[np.ndarray] = None) -> VisualVerdict:
+        """Compare the view after a step (and before it, if known) with the step's predicted image."""
+        ...
 
 
 def crop_roi(image: np.ndarray, roi: Sequence[float]) -> np.ndarray:
@@ -232,6 +244,7 @@ class CalibrationReport:
     scores: tuple = ()
 
     def summary(self) -> str:
+        """One line with the threshold and every rate."""
         return (f"threshold {self.threshold:.3f}: precision {self.precision:.3f}, recall {self.recall:.3f}, "
                 f"failures caught {self.failure_recall:.3f}, accuracy {self.accuracy:.3f} "
                 f"({self.n_success} success / {self.n_failure} failure frames)")

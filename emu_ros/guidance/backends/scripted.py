@@ -49,6 +49,8 @@ class TaskFileError(ValueError):
 
 @dataclass(frozen=True)
 class ScriptedStep:
+    """One step of a task file (image path resolved against the file's folder)."""
+
     id: str
     text: str
     image_path: Optional[Path] = None
@@ -57,6 +59,8 @@ class ScriptedStep:
 
 @dataclass
 class ScriptedTask:
+    """A validated task file; step images are loaded lazily and cached."""
+
     task: str
     steps: tuple
     aliases: tuple = ()
@@ -98,6 +102,7 @@ class ScriptedTask:
         return k
 
     def index_of(self, step_id: str) -> int:
+        """Position of the step with id `step_id`."""
         for i, s in enumerate(self.steps):
             if s.id == step_id:
                 return i
