@@ -129,6 +129,19 @@ def robot_signal_check(profile: RobotProfile, ex: SkillExecution, positions: dic
     return OutcomeStatus.FINISHED, "", ""
 
 
+def lost_holds(profile: RobotProfile, standing: dict, positions: dict) -> list:
+    """[(gripper, step text)] of grippers that a finished step left holding but that are empty now.
+
+    Ordered by the step order in `standing` (earliest first). Robot signals only: the opening.
+    """
+    out = []
+    for g, text in standing.items():
+        spec = profile.gripper(g)
+        if not positions.get(spec.joint, float("nan")) >= spec.empty_below:
+            out.append((g, text))
+    return out
+
+
 def _observe(images: SimImageSource, camera: str, wait_s: float) -> Optional[Observation]:
     deadline = time.monotonic() + wait_s
     while True:
@@ -183,6 +196,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
                         max_reward=0.0, replans=0, step_runs=0, stopped="done", backend=planner.name,
                         perception=world.perception.name, fault_step=injector.target if injector.target is not None else -1)
     history: list = []
+    standing: dict = {}  # gripper -> text of the finished step that made it hold something
     try:
         obs = _observe(world.images, cfg.camera, cfg.replan_camera_wait_s)
         steps = list(planner.plan(PlanRequest(task=tdef.instruction, observation=obs, history=())))
@@ -209,8 +223,20 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
                                         world.sim.time, time.monotonic() - ts))
             history.append(HistoryEntry(step.text, status, reason))
             if status is OutcomeStatus.FINISHED:
+                if m.mapped:
+                    for g in ex.expect_released:
+                        standing.pop(g, None)
+                    for g in ex.expect_holding:
+                        standing.setdefault(g, step.text)
                 i += 1
                 continue
+            lost = lost_holds(world.profile, standing, world.adapter.joint_state().positions)
+            if lost:  # an earlier step's result is gone too: report it, so the re-plan goes back to it
+                g, text = lost[0]
+                history.append(HistoryEntry(text, OutcomeStatus.UNFINISHED,
+                                            f"{g} no longer holds the object it grasped in this step"))
+                for g2, _ in lost:
+                    standing.pop(g2, None)
             log.info("seed %d step %r %s: %s", cfg.seed, step.text, status.value, reason)
             if injector.fired and injector.record and not res.fault_detected:
                 res.fault_detected = True

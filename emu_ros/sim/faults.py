@@ -3,6 +3,7 @@
 Kinds (each fires once per episode, at a chosen step or a seeded random eligible step):
 - ``missed_grasp``: 3 ticks after the gripper starts closing, the object is teleported 7 cm along
   the finger-closing direction (±2 cm across) onto the table: the gripper closes on nothing.
+  Eligible: the first grasp of each object (a grasp from the table).
 - ``slip``: during a transport step, once the object is in the air, it drops out of the gripper
   onto the table below.
 - ``abort``: the arm controller aborts the step's next trajectory half-way (ABORTED, -4).
@@ -93,6 +94,16 @@ class FaultInjector:
             return None
         skills = ELIGIBLE[self.spec.kind]
         eligible = [i for i, c in enumerate(calls) if c is not None and (skills is None or c.skill in skills)]
+        if self.spec.kind == "missed_grasp":
+            # only the first grasp of each object (from the table): a receiving grasp in a handover
+            # touches the object before the fingers close, and the simulator has already scored it
+            seen, first = set(), []
+            for i in eligible:
+                key = (calls[i].obj or "").lower()
+                if key not in seen:
+                    first.append(i)
+                    seen.add(key)
+            eligible = first
         if isinstance(self.spec.step, int):
             if not 0 <= self.spec.step < len(calls):
                 raise ValueError(f"fault step {self.spec.step} outside the task's {len(calls)} steps")
