@@ -75,3 +75,28 @@ def test_invalid_yaml(tmp_path):
     p.write_text("name: [unclosed\n")
     with pytest.raises(ProfileError, match="invalid YAML"):
         load_profile(str(p))
+
+
+def test_agibot_ik_skills_fail_clearly_through_the_monitor():
+    """No chain on the A2: a grasp at an object position is a FAILED step naming the missing chain."""
+    from fakes import FakeAdapter
+
+    from emu_ros.bridge.monitor import StepMonitor
+    from emu_ros.bridge.protocols import ObjectEstimate
+    from emu_ros.bridge.skill_mapper import SkillMapper
+    from emu_ros.bridge.skills import ProfileSkillExecutor
+    from emu_ros.guidance.types import OutcomeStatus, PlanStep
+
+    class Detector:
+        name, ground_truth = "detector", False
+
+        def locate(self, obj):
+            return ObjectEstimate(obj, (0.4, 0.0, 0.8))
+
+    p = load_profile("agibot_a2")
+    adapter = FakeAdapter(p)
+    text = "Grasp the red cube with the right gripper"
+    ex = ProfileSkillExecutor(p, adapter, Detector()).execute(SkillMapper.load().map(text).call)
+    out = StepMonitor(p).evaluate(PlanStep(0, text), ex, adapter.joint_state())
+    assert out.status is OutcomeStatus.FAILED and "no kinematic chain" in out.reason
+    assert adapter.trajectories == []
