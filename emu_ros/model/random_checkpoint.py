@@ -152,6 +152,20 @@ def write_random_checkpoint(out_dir: str | Path, config: str | Emu3Config = "tin
     if vq_config.n_embed != lm_config.codebook_size:
         raise ValueError(f"vision codebook n_embed={vq_config.n_embed} but the LM vocabulary holds "
                          f"{lm_config.codebook_size} visual tokens (vocab_size - {lm_config.first_visual_token_id})")
+    lm_bytes = lm_config.num_parameters() * _dtype_bytes(lm_config.torch_dtype)
+    if lm_bytes > _host_ram_bytes() // 2:
+        raise ValueError(f"a random {lm_bytes / 1e9:.1f} GB checkpoint is built in RAM before writing and does "
+                         f"not fit this host ({_host_ram_bytes() / 1e9:.1f} GB); use config='tiny', or benchmark "
+                         "the full size without files: python -m emu_ros.bench.decode --config full")
     write_random_lm(out_dir / LM_DIR, lm_config, seed)
     write_random_vision_tokenizer(out_dir / VQ_DIR, vq_config, seed)
     return out_dir
+
+
+def _dtype_bytes(name: str | None) -> int:
+    return torch.empty((), dtype=getattr(torch, name or "bfloat16")).element_size()
+
+
+def _host_ram_bytes() -> int:
+    import os
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
