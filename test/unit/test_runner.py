@@ -293,3 +293,36 @@ def test_runner_refuses_a_second_concurrent_task(profile, tmp_path):
     rig.runner.cancel()
     t.join(5)
     assert rig.result.status == "canceled"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+STATUSES = st.sampled_from([None, None, None, GoalStatus.ABORTED, GoalStatus.REJECTED, GoalStatus.TIMEOUT,
+                            GoalStatus.UNAVAILABLE])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(traj=st.lists(STATUSES, max_size=12), grip=st.lists(STATUSES, max_size=4), misses=st.integers(0, 3),
+       offset=st.sampled_from([0.0, 0.0, 0.2]), crash=st.sampled_from([None, "lift", "release"]),
+       plan_faults=st.lists(st.sampled_from(["ok", "raise", "junk"]), max_size=3),
+       retries=st.integers(0, 2), replans=st.integers(0, 3), bad_listener=st.booleans())
+def test_random_faults_never_crash_or_lose_log_lines(profile, tmp_path_factory, traj, grip, misses, offset, crash,
+                                                    plan_faults, retries, replans, bad_listener):
+    script = [RuntimeError("backend down") if f == "raise" else [17, None] if f == "junk" else SEVEN_STEPS
+              for f in plan_faults]
+    rig = Rig(profile, tmp_path_factory.mktemp("run"), script=script, executor_raises=crash, max_retries=retries,
+              max_replans=replans, planning_attempts=2)
+    rig.adapter.traj_results, rig.adapter.grip_results = list(traj), list(grip)
+    rig.adapter.grasp_misses, rig.adapter.joint_offset = misses, offset
+    if bad_listener:
+        rig.runner.add_listener(lambda e: 1 / 0)
+    res = rig.run()
+    assert res.status in ("succeeded", "aborted") and res.message
+    assert rig.rec.types()[-1] == {"succeeded": "done", "aborted": "aborted"}[res.status]
+    assert res.replans <= replans and not rig.runner.running
+    if res.success:  # the last plan ran to its end
+        assert res.outcomes[-1].ok and res.steps_done >= 7
+    else:  # aborted: a step failed for good, or no plan could be made
+        assert (res.outcomes and not res.outcomes[-1].ok) or res.message.startswith("planning failed")
+    assert_log_matches_events(rig)

@@ -87,3 +87,23 @@ def test_library_errors(data, match):
 def test_missing_library_file():
     with pytest.raises(SkillLibraryError, match="not found"):
         SkillMapper.load("no_such_library")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=120), st.lists(st.sampled_from(
+    ["grasp", "the", "left", "right", "cube", "on", "table", "into", "socket", "open", "close", "hand", "over", "5",
+     "cm", "degrees", "lift", "to", "meeting point", "don't", "?", "(", "\\", "*", "sleeve", "both"]),
+    max_size=12).map(" ".join)))
+def test_mapper_never_raises_and_never_guesses_a_skill_without_a_phrasing(text):
+    mapper = SkillMapper.load()
+    r = mapper.map(text)
+    assert r.mapped == (r.call is not None)
+    if r.mapped:
+        assert r.call.skill in mapper.skill_names and r.call.text == text
+        assert r.call.arm in (None, "left", "right", "both")
+    else:
+        assert r.reason
