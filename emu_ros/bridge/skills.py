@@ -58,6 +58,7 @@ class SkillDefaults:
     pre_insert: float = 0.05  # extra distance of the aligned pre-insert pose
     align_iterations: int = 2  # measure-and-correct passes at the pre-insert pose
     push_distance: float = 0.08
+    pusher_half_width: float = 0.01  # half thickness of the closed fingers along a push
     wipe_width: float = 0.10
     wipe_strokes: int = 3
     surface_z: float = 0.0
@@ -586,7 +587,9 @@ class ProfileSkillExecutor:
         if not self._grip(arm, float(self.param(call, "gripper_closed")), ex, cancel):
             return
         R = frame([0.0, 0.0, -1.0], np.cross([0.0, 0.0, 1.0], d))  # fingers across the push direction
-        self._cartesian_path(arm, call, [start, end - d * (half + 0.03)], R, ex, cancel, "push")
+        # the closed fingers end where the object's near face must be: its centre then ends at `end`
+        pusher = float(self.param(call, "pusher_half_width"))
+        self._cartesian_path(arm, call, [start, end - d * (half + pusher)], R, ex, cancel, "push")
 
     def _skill_wipe(self, call: SkillCall, ex: SkillExecution, cancel: Optional[CancelToken]) -> None:
         """Zig-zag strokes with the closed gripper over an area (object or location), just above the surface."""

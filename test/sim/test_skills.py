@@ -73,3 +73,27 @@ def test_params_override_task_section_and_defaults(cube_world):
     assert executor.param(call, "approach_height", "box") == 0.12
     assert executor.param(SkillCall("grasp", "x"), "grasp_symmetry", "box") == 4  # task section
     assert executor.param(SkillCall("grasp", "x"), "grasp_symmetry", "peg") == SkillDefaults.grasp_symmetry
+
+
+def test_push_moves_the_cube_along_the_direction(cube_world):
+    sim, adapter, perception, executor = cube_world
+    before = np.array(perception.locate("cube").position)
+    ex = executor.execute(SkillCall("push", "Push the red cube to the left", arm="right", obj="cube",
+                                    params={"direction": (0.0, 1.0), "push_distance": 0.06}))
+    assert ex.motion_ok, ex.error or [r.message for _, r in ex.goals]
+    after = np.array(perception.locate("cube").position)  # ground truth only to check the test's effect
+    assert after[1] - before[1] > 0.03 and abs(after[0] - before[0]) < 0.03
+
+
+def test_wipe_is_a_cartesian_zigzag_above_the_surface(cube_world, profile):
+    from emu_ros.bridge.kinematics import SerialChain
+
+    _, adapter, _, executor = cube_world
+    ex = executor.execute(SkillCall("wipe", "Wipe the table with the left arm", arm="left", location="spot",
+                                    params={"locations": {"spot": (-0.1, 0.5, 0.0)}, "wipe_strokes": 2}))
+    assert ex.motion_ok, ex.error
+    chain = SerialChain(profile.arm("left_arm").chain)
+    tips = [chain.fk(np.array(p.positions))[0] for g in _traj_goals(ex) for p in g.points]
+    low = [t for t in tips if t[2] < 0.03]
+    assert len(low) > 10  # many waypoints near the surface: a real path, not two end points
+    assert max(t[0] for t in low) - min(t[0] for t in low) > 0.08
