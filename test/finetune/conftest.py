@@ -54,3 +54,11 @@ def make_dataset():
 def pixel_of():
     """frame_value(episode, frame): the gray level drawn into that frame by write_demo_dataset."""
     return frame_value
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Emu3.5 checkpoint in the official layout (Emu3.5/ + Emu3.5-VisionTokenizer/)."""
+    from emu_ros.model import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=0)

@@ -1,0 +1,116 @@
+"""Training loop: loss falls, checkpoints load with load_lm, exact resume, LoRA merge, objectives, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune_embodied.checkpoint import latest_checkpoint
+from finetune_embodied.config import ConfigError, from_dict, parse_config
+from finetune_embodied.lora import LoraConfig, apply_lora, merged_state_dict
+from finetune_embodied.train import TrainConfig, Trainer, lr_lambda, make_objective, split_episodes
+
+
+def _cfg(dataset: Path, ckpt: Path, out: Path, **kw) -> TrainConfig:
+    base = {"dataset": str(dataset), "model_dir": str(ckpt / "Emu3.5"), "output_dir": str(out), "steps": 4,
+            "batch_size": 1, "eval_every": 100, "save_every": 2, "keep_checkpoints": 0, "bf16": False,
+            "optim": {"lr": 3e-3, "warmup_steps": 1}, "samples": {"image_area": 32 * 48}}
+    base.update(kw)
+    return from_dict(TrainConfig, base)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from emu_ros.model import load_lm
+
+    return load_lm(path / "Emu3.5", dtype=torch.float32).state_dict()
+
+
+def test_short_finetune_then_interrupted_run_resumes_to_the_same_weights(demo_dataset, tiny_checkpoint,
+                                                                         tmp_path) -> None:
+    summary = Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "a")).run()
+    assert summary["step"] == 4
+    assert summary["last_train_loss"] < summary["first_train_loss"]
+    assert summary["last_eval"]["loss"] < summary["first_eval"]["loss"]
+    final = latest_checkpoint(tmp_path / "a")
+    assert final.name == "step_000004"
+    reference = _weights(final)           # loads with emu_ros.model.load_lm (official layout)
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") >= 6
+    assert (tmp_path / "a" / "train_config.yaml").is_file()
+
+    # "crash" after step 3 (last checkpoint at step 2), then run the same command again
+    Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "b", stop_after=3)).run()
+    assert latest_checkpoint(tmp_path / "b").name == "step_000002"
+    resumed = Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "b"))
+    assert resumed.step == 2 and resumed.resume_from.name == "step_000002"
+    assert resumed.run()["step"] == 4
+    again = _weights(latest_checkpoint(tmp_path / "b"))
+    assert again.keys() == reference.keys()
+    for k in reference:
+        torch.testing.assert_close(again[k], reference[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_lora_merges_into_official_keys(tiny_checkpoint) -> None:
+    from emu_ros.model import load_lm
+
+    model = load_lm(tiny_checkpoint / "Emu3.5", dtype=torch.float32)
+    official = set(model.state_dict())
+    ids = torch.randint(0, 1000, (1, 12))
+    replaced = apply_lora(model, LoraConfig(enabled=True, rank=4))
+    assert len(replaced) == 7 * model.config.num_hidden_layers
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("lora_B"):
+                p.normal_(0, 0.05)          # a trained adapter
+        out = model(ids)
+    merged = merged_state_dict(model)
+    assert set(merged) == official
+    plain = load_lm(tiny_checkpoint / "Emu3.5", dtype=torch.float32)
+    plain.load_state_dict(merged)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids), out, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(load_lm(tiny_checkpoint / "Emu3.5", dtype=torch.float32)(ids), out, atol=1e-4)
+
+
+def test_lora_run_saves_loadable_merged_checkpoint(demo_dataset, tiny_checkpoint, tmp_path) -> None:
+    cfg = _cfg(demo_dataset, tiny_checkpoint, tmp_path / "lora", steps=2,
+               lora={"enabled": True, "rank": 4}, gradient_checkpointing=True)
+    summary = Trainer(cfg).run()
+    assert summary["step"] == 2
+    before = _weights(tiny_checkpoint)
+    after = _weights(latest_checkpoint(tmp_path / "lora"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.split(".")[-2].endswith("_proj") for k in changed)  # only adapted projections
+
+
+def test_dida_objective_needs_its_module() -> None:
+    with pytest.raises(RuntimeError, match="dida objective requires emu_ros.model.dida"):
+        make_objective("dida", 151854)
+
+
+def test_schedule_and_split() -> None:
+    lrs = [lr_lambda(s, total=20, warmup=4, min_ratio=0.1) for s in range(21)]
+    assert lrs[0] < lrs[3] < lrs[4] == pytest.approx(1.0)
+    assert lrs[20] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert split_episodes(list(range(10)), 0.2, None) == (list(range(8)), [8, 9])
+    assert split_episodes([0, 1, 2], 0.2, [0]) == ([1, 2], [0])
+    with pytest.raises(ValueError, match="not in the dataset"):
+        split_episodes([0, 1], 0.2, [5])
+
+
+def test_config_yaml_then_flags(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: /d\nsteps: 7\noptim:\n  lr: 0.5\nlora:\n  enabled: true\n")
+    cfg = parse_config(TrainConfig, ["--config", str(path), "--optim.lr", "0.25", "--eval_episodes", "1", "2",
+                                     "--segment.gripper_columns", "{left: 6, right: 13}"], "")
+    assert (cfg.dataset, cfg.steps, cfg.optim.lr, cfg.lora.enabled) == ("/d", 7, 0.25, True)
+    assert cfg.eval_episodes == [1, 2] and cfg.segment.gripper_columns == {"left": 6, "right": 13}
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        from_dict(TrainConfig, {"optim": {"lrr": 1}})
+    with pytest.raises(ValueError, match="objective"):
+        from_dict(TrainConfig, {"objective": "diffusion"})
+    assert np.isclose(from_dict(TrainConfig, {"optim": {"betas": "[0.8, 0.9]"}}).optim.betas, [0.8, 0.9]).all()
