@@ -90,6 +90,8 @@ def test_missing_library_file():
 
 
 from hypothesis import given, settings  # noqa: E402
+
+_MAPPER = SkillMapper.load()
 from hypothesis import strategies as st  # noqa: E402
 
 
@@ -99,7 +101,7 @@ from hypothesis import strategies as st  # noqa: E402
      "cm", "degrees", "lift", "to", "meeting point", "don't", "?", "(", "\\", "*", "sleeve", "both"]),
     max_size=12).map(" ".join)))
 def test_mapper_never_raises_and_never_guesses_a_skill_without_a_phrasing(text):
-    mapper = SkillMapper.load()
+    mapper = _MAPPER
     r = mapper.map(text)
     assert r.mapped == (r.call is not None)
     if r.mapped:
