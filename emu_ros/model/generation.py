@@ -24,6 +24,7 @@ codes stay on the device until the image is complete.
 from __future__ import annotations
 
 import codecs
+import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
@@ -239,7 +240,7 @@ class DecodeSession:
         self.device = model.lm_head.weight.device
         self.rows = 2 if uncond_ids is not None else 1
         self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+        self.generator.manual_seed(config.seed if config.seed is not None else int.from_bytes(os.urandom(7), 'little'))
         lengths = [len(prompt_ids)] + ([len(uncond_ids)] if uncond_ids is not None else [])
         max_seq = min(max(lengths) + config.max_new_tokens + 1, model.config.max_position_embeddings)
         if max(lengths) >= max_seq:
@@ -386,73 +387,99 @@ def generate(model: Emu3ForCausalLM, prompt_ids: list[int], uncond_ids: list[int
     if config.use_cfg and uncond_ids is None:
         raise ValueError("cfg_scale != 1 needs uncond_ids (build it with prompts.build_unconditional_prompt)")
     session = DecodeSession(model, prompt_ids, uncond_ids if config.use_cfg else None, config, ids)
-    state = ModeState(ids, config.image_size, config.force_same_image_size)
-    decoder = image_decoder or ARImageDecoder()
-    streamer = _TextStreamer(tokenizer, on_text)
-    out: list[int] = []
-    images: list[np.ndarray] = []
-    pending: list[int] = []            # decided but not yet fed (forced tokens batch with the next feed)
-    reason = "max_new_tokens"
-    run_of_text = 0                    # text tokens since the start or the last image
-    while len(out) < config.max_new_tokens:
-        if cancel is not None and cancel():
-            reason = "cancelled"
-            break
-        constraint = state.next()
-        if constraint.kind == "image_body":
-            h, w = state.image_hw
-            if len(out) + h * (w + 1) > config.max_new_tokens or session.room() < len(pending) + h * (w + 1) + 1:
-                reason = "max_new_tokens"     # never start an image that cannot be finished
-                break
-            codes = decoder(session, session.tensor(pending), h, w, cancel)
-            pending = []
-            if codes is None:
-                reason = "cancelled"
-                break
-            grid = codes.cpu().numpy()
-            out.extend(_body_ids(grid, ids))
-            images.append(grid)
-            state.finish_image()
-            run_of_text = 0
-            if on_image is not None:
-                on_image(grid)
-            if config.max_images is not None and len(images) >= config.max_images:
-                reason = "max_images"
-                break
-            continue
-        if constraint.kind == "text" and config.force_image_after is not None \
-                and run_of_text >= config.force_image_after:
-            constraint = Constraint("forced", ids.boi)
+    driver = _Driver(session, image_decoder or ARImageDecoder(), _TextStreamer(tokenizer, on_text), on_image, cancel)
+    reason = driver.run()
+    driver.streamer.flush()
+    return GenerationResult(driver.out, driver.images, reason)
+
+
+class _Driver:
+    """One generation's loop state: decided tokens, tokens not yet fed, images, the mode machine."""
+
+    def __init__(self, session: DecodeSession, decoder: ImageDecoder, streamer: _TextStreamer,
+                 on_image: Callable[[np.ndarray], None] | None, cancel: Callable[[], bool] | None) -> None:
+        self.session, self.decoder, self.streamer = session, decoder, streamer
+        self.on_image, self.cancel = on_image, cancel
+        self.config, self.ids = session.config, session.ids
+        self.state = ModeState(self.ids, self.config.image_size, self.config.force_same_image_size)
+        self.out: list[int] = []
+        self.images: list[np.ndarray] = []
+        self.pending: list[int] = []     # decided but not fed: forced tokens ride along with the next feed
+        self.run_of_text = 0             # text tokens since the start or the last image
+
+    def run(self) -> str:
+        """Loop until a stop condition; return the stop reason."""
+        while len(self.out) < self.config.max_new_tokens:
+            if self.cancel is not None and self.cancel():
+                return "cancelled"
+            constraint = self.state.next()
+            if constraint.kind == "image_body":
+                reason = self.image()
+                if reason:
+                    return reason
+                continue
+            token = self.decide(constraint)
+            if token is None:
+                return "cache_full"
+            self.out.append(token)
+            if token == self.ids.eos and not self.state.in_image:
+                return "eos"
+            self.accept(token)
+        return "max_new_tokens"
+
+    def decide(self, constraint: Constraint) -> int | None:
+        """The next text/header token: forced, or sampled after feeding what is pending."""
+        if constraint.kind == "text" and self.config.force_image_after is not None \
+                and self.run_of_text >= self.config.force_image_after:
+            return self.ids.boi
         if constraint.kind == "forced":
-            token = constraint.token
-        else:
-            if pending:
-                if session.room() < len(pending) + 1:
-                    reason = "cache_full"
-                    break
-                session.feed(session.tensor(pending), session.rows if state.in_image else 1)
-                pending = []
-            if constraint.kind == "text":
-                token = int(sample(session.logits[0, :ids.first_visual], config.text, session.generator))
-            else:
-                choices = session.tensor(list(constraint.choices))
-                pick = sample(session.logits[0, choices], config.image, session.generator)
-                token = constraint.choices[int(pick)]
-        out.append(token)
-        if token == ids.eos and not state.in_image:
-            reason = "eos"
-            break
-        if token == ids.boi and not state.in_image and pending:
-            # a forced BOI follows unfed text: that text belongs to the conditional stream only
-            session.feed(session.tensor(pending), 1)
-            pending = []
-        state.advance(token)
-        pending.append(token)
-        if not state.in_image:
-            run_of_text += 1
-            streamer.push(token)
-    streamer.flush()
-    return GenerationResult(out, images, reason)
+            return constraint.token
+        if self.pending and not self.flush(self.session.rows if self.state.in_image else 1):
+            return None
+        logits = self.session.logits[0]
+        if constraint.kind == "text":
+            return int(sample(logits[:self.ids.first_visual], self.config.text, self.session.generator))
+        choices = self.session.tensor(list(constraint.choices))
+        return constraint.choices[int(sample(logits[choices], self.config.image, self.session.generator))]
+
+    def accept(self, token: int) -> None:
+        """Record a decided token in the mode machine, the pending feed and the text stream."""
+        if token == self.ids.boi and not self.state.in_image and self.pending:
+            self.flush(1)    # unfed text before a (forced) BOI belongs to the conditional stream only
+        self.state.advance(token)
+        self.pending.append(token)
+        if not self.state.in_image:
+            self.run_of_text += 1
+            self.streamer.push(token)
+
+    def flush(self, rows: int) -> bool:
+        """Feed the pending tokens to the first ``rows`` streams; False when the cache is full."""
+        if self.session.room() < len(self.pending) + 1:
+            return False
+        self.session.feed(self.session.tensor(self.pending), rows)
+        self.pending = []
+        return True
+
+    def image(self) -> str | None:
+        """Hand the image body to the decoder; return a stop reason or None to go on."""
+        h, w = self.state.image_hw
+        need = h * (w + 1)
+        if len(self.out) + need > self.config.max_new_tokens or self.session.room() < len(self.pending) + need + 1:
+            return "max_new_tokens"          # never start an image that cannot be finished
+        codes = self.decoder(self.session, self.session.tensor(self.pending), h, w, self.cancel)
+        self.pending = []
+        if codes is None:
+            return "cancelled"
+        grid = codes.cpu().numpy()           # the one host sync of an image body
+        self.out.extend(_body_ids(grid, self.ids))
+        self.images.append(grid)
+        self.state.finish_image()
+        self.run_of_text = 0
+        if self.on_image is not None:
+            self.on_image(grid)
+        if self.config.max_images is not None and len(self.images) >= self.config.max_images:
+            return "max_images"
+        return None
 
 
 def _body_ids(grid: np.ndarray, ids: SpecialIds) -> list[int]:
