@@ -113,6 +113,8 @@ class AlohaSim:
         self.reward = 0.0
         self.max_reward = 0.0
         self.physics_error = ""
+        self._renderer = None  # the one thread that renders (created on first use)
+        self._close_registered = False
         #: Called under the lock after every control tick with (sim); fault injection hooks in here.
         self.tick_hooks: list = []
 
@@ -212,19 +214,82 @@ class AlohaSim:
         mj_cam = CAMERA_MAP.get(camera, camera)
         h = int(height or self.image_size[0])
         w = int(width or self.image_size[1])
-        with self.lock:
-            try:
-                self.model.camera(mj_cam)
-            except KeyError:
-                raise CameraUnavailable(f"sim has no camera {camera!r} (known: {sorted(CAMERA_MAP)})") from None
-            return np.ascontiguousarray(self.physics.render(height=h, width=w, camera_id=mj_cam,
-                                                            scene_callback=self._scene_flags))
+        try:
+            self.model.camera(mj_cam)
+        except KeyError:
+            raise CameraUnavailable(f"sim has no camera {camera!r} (known: {sorted(CAMERA_MAP)})") from None
+        with self.lock:  # the physics state must not change while the frame is drawn
+            # dm_control binds its GL context to the first thread that renders; a single render
+            # thread lets any thread (camera publisher, step monitor, storyboard) ask for frames
+            fut = self._render_pool().submit(self.physics.render, height=h, width=w, camera_id=mj_cam,
+                                             scene_callback=self._scene_flags)
+            img = np.ascontiguousarray(fut.result())
+            if not self._close_registered:
+                # registered after dm_control's own exit hook, so it runs first (LIFO) and frees the
+                # GL context on the thread where it is current
+                import atexit
+
+                atexit.register(self.close)
+                self._close_registered = True
+            return img
+
+    def close(self) -> None:
+        """Free the rendering context on the render thread and stop that thread (idempotent)."""
+        pool, self._renderer = self._renderer, None
+        if pool is None:
+            return
+        try:
+            pool.submit(self.physics._free_rendering_contexts).result(timeout=10)
+        except Exception as e:  # noqa: BLE001 - best effort at shutdown
+            log.debug("freeing the render context failed: %s", e)
+        pool.shutdown()
+
+    def _render_pool(self) -> "_RenderThread":
+        if self._renderer is None:
+            self._renderer = _RenderThread()
+        return self._renderer
 
     def _scene_flags(self, physics, scene) -> None:
         import mujoco
 
         scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.shadows)
         scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.shadows)
+
+
+class _RenderThread:
+    """One daemon thread that runs every GL call (a concurrent.futures pool would be joined before
+    atexit hooks run, leaving the GL context current on a dead thread)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._q: "queue.Queue" = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="aloha-render", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable, *args, **kwargs):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        self._q.put((fut, fn, args, kwargs))
+        return fut
+
+    def shutdown(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
 
 
 class SimImageSource:
@@ -267,3 +332,58 @@ class SimImageSource:
             self.renders += 1
             frames[c] = CameraFrame(camera=c, image=img, stamp=time.time())  # wall time: staleness checks
         return Observation(frames=frames, stamp=time.time())
+
+
+class SimCameraStreamer:
+    """Renders the subscribed cameras at a fixed rate in a background thread and hands frames to a callback.
+
+    For a ROS camera publisher: `callback(frame)` publishes one sensor_msgs/Image. Only cameras in
+    `subscribed` are rendered (update it as subscribers come and go); a dropped-out camera simply
+    produces no frame, like a disconnected device. Rendering shares the simulator lock with the
+    adapter, so each frame is a consistent snapshot between two control ticks.
+    """
+
+    def __init__(self, images: SimImageSource, callback: Callable[[CameraFrame], None], rate_hz: float = 10.0,
+                 subscribed: Sequence[str] = ("cam_high",)):
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        self.images = images
+        self.callback = callback
+        self.period = 1.0 / float(rate_hz)
+        self.subscribed = set(subscribed)
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> "SimCameraStreamer":
+        self._thread = threading.Thread(target=self._loop, name="sim-camera-streamer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            for cam in sorted(self.subscribed):
+                try:
+                    obs = self.images.observe([cam])
+                except CameraUnavailable:
+                    continue
+                except Exception:  # noqa: BLE001 - a render failure must not kill the stream
+                    log.exception("rendering %s failed", cam)
+                    continue
+                try:
+                    self.callback(obs.frames[cam])
+                    self.frames += 1
+                except Exception:  # noqa: BLE001 - a publisher error must not kill the stream
+                    log.exception("camera callback failed for %s", cam)
+            next_t += self.period
+            delay = next_t - time.monotonic()
+            if delay < 0:  # rendering slower than the rate: drop frames, do not accumulate lag
+                next_t = time.monotonic()
+                delay = 0.0
+            self._stop.wait(delay)

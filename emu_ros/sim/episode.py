@@ -157,14 +157,17 @@ def _observe(images: SimImageSource, camera: str, wait_s: float) -> Optional[Obs
 class SimWorld:
     """Everything one simulated episode needs, built once and reset per seed (saves ~0.5 s per episode)."""
 
-    def __init__(self, task: str, profile: str = "sim_aloha", camera_size: tuple = (96, 128)):
+    def __init__(self, task: str, profile: str = "sim_aloha", camera_size: tuple = (96, 128),
+                 realtime_factor: float = 0.0, shadows: bool = False):
         from emu_ros.bridge.skill_mapper import SkillMapper
         from emu_ros.bridge.skills import ProfileSkillExecutor
 
         self.task = task
         self.profile = load_profile(profile)
-        self.sim = AlohaSim(task)
-        self.adapter = SimRobotAdapter(self.sim, self.profile)
+        from emu_ros.sim.adapter import SimAdapterConfig
+
+        self.sim = AlohaSim(task, shadows=shadows)
+        self.adapter = SimRobotAdapter(self.sim, self.profile, SimAdapterConfig(realtime_factor=realtime_factor))
         self.perception = GroundTruthPerception(self.sim)
         self.executor = ProfileSkillExecutor(self.profile, self.adapter, self.perception, task_def(task).skill_params)
         self.images = SimImageSource(self.sim, size=camera_size)

@@ -103,3 +103,29 @@ def test_gripper_normalised_and_stalls_on_nothing(cube_world):
     r = adapter.execute_gripper(GripperGoal("right_gripper", 0.0))
     assert r.ok
     assert adapter.joint_state().positions["right_gripper"] < 0.15  # closed on nothing
+
+
+def test_camera_streamer_renders_only_subscribed_cameras_and_survives_dropout(cube_world):
+    import time
+
+    from emu_ros.sim.aloha_env import SimCameraStreamer, SimImageSource
+
+    sim, adapter, _, _ = cube_world
+    images = SimImageSource(sim, cameras=("cam_high", "cam_left_wrist"), size=(48, 64))
+    got = []
+    streamer = SimCameraStreamer(images, got.append, rate_hz=20.0, subscribed=("cam_high",)).start()
+    try:
+        q0 = adapter.joint_state().get(RIGHT)
+        assert adapter.execute_trajectory(_goal(q0 + 0.1, 0.5)).ok  # stepping and rendering interleave
+        deadline = time.monotonic() + 5.0
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        images.dropout(["cam_high"], 0.6)
+        time.sleep(0.15)  # a frame already being rendered may still arrive
+        n = len(got)
+        time.sleep(0.25)
+        assert len(got) == n  # silent during the dropout
+    finally:
+        streamer.stop()
+    assert got and {f.camera for f in got} == {"cam_high"}
+    assert got[0].image.shape == (48, 64, 3)
