@@ -27,7 +27,7 @@ from emu_ros.bridge.protocols import CameraUnavailable, SkillExecution
 from emu_ros.guidance.types import HistoryEntry, Observation, OutcomeStatus, PlanningError, PlanRequest
 from emu_ros.sim.adapter import SimRobotAdapter
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
-from emu_ros.sim.faults import FaultInjector, FaultSpec
+from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
 from emu_ros.sim.perception import GroundTruthPerception
 from emu_ros.sim.scoring import score
 from emu_ros.sim.tasks import task_def, task_file, write_reference_plan
@@ -269,18 +269,6 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
     return res
 
 
-class _FaultAwareExecutor:
-    """Wraps the skill executor so the fault injector learns which step starts (harness plumbing only)."""
-
-    def __init__(self, inner, injector: FaultInjector):
-        self.inner = inner
-        self.injector = injector
-
-    def execute(self, call, cancel=None):
-        self.injector.on_step_start(call.text, call)
-        return self.inner.execute(call, cancel)
-
-
 def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
                             listeners: tuple = ()) -> EpisodeResult:
     """The same seeded episode driven by the bridge's TaskRunner + StepMonitor + GuidanceEngine.
@@ -305,7 +293,7 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
     calls = [world.mapper.map(s.text).call for s in backend.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     engine = GuidanceEngine(backend, world.images, EngineConfig(cameras=(cfg.camera,)))
-    runner = TaskRunner(engine, world.mapper, _FaultAwareExecutor(world.executor, injector), world.adapter,
+    runner = TaskRunner(engine, world.mapper, FaultAwareExecutor(world.executor, injector), world.adapter,
                         StepMonitor(world.profile), image_source=world.images,
                         config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
                                             planning_attempts=3, planning_retry_delay_s=0.5,

@@ -194,3 +194,23 @@ class FaultInjector:
         self.sim.set_object_pose(body, new, (1.0, 0.0, 0.0, 0.0))
         self._armed = None
         self._fire(f"{body} slipped out at z={pos[2]:.3f} and landed at ({new[0]:.3f}, {new[1]:.3f})")
+
+
+class FaultAwareExecutor:
+    """A SkillExecutor wrapper that tells the injector which step starts (for runners that own the loop).
+
+    Wrap the skill executor with it wherever the TaskRunner (or the ROS bridge node) runs the steps:
+    the injector then arms its fault when the target step's text begins. Everything else is
+    delegated to the wrapped executor.
+    """
+
+    def __init__(self, inner, injector: FaultInjector):
+        self.inner = inner
+        self.injector = injector
+
+    def execute(self, call: SkillCall, cancel=None):
+        self.injector.on_step_start(call.text, call)
+        return self.inner.execute(call, cancel)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
