@@ -282,6 +282,21 @@ class DecodeSession:
         self.logits = logits[:, 0]
         return self.logits
 
+    @torch.no_grad()
+    def score_block(self, tokens: Tensor, rows: int | None = None) -> Tensor:
+        """Logits [rows, T, vocab] of a block of T tokens placed after the current positions, the
+        tokens seeing the prefix causally and each other bidirectionally (a DiDA denoising pass).
+
+        Positions do not advance: the block's cache entries are scratch, overwritten by the next
+        pass or by ``commit_image``.
+        """
+        rows = rows or self.rows
+        t = tokens.shape[-1]
+        if max(self.pos[:rows]) + t > self.max_seq:
+            raise RuntimeError(f"KV cache of {self.max_seq} positions is full")
+        input_pos = self.pos_dev[:rows, None] + torch.arange(t, device=self.device)
+        return self.model(tokens.view(1, t).expand(rows, t), input_pos, kv_len=max(self.pos[:rows]) + t, block=True)
+
     def tensor(self, ids: list[int]) -> Tensor:
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 

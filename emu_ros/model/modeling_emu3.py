@@ -77,14 +77,16 @@ class Emu3ForCausalLM(nn.Module):
         self.max_batch = self.max_seq = 0
 
     def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None,
-                keep: int | None = None, attention_mask: Tensor | None = None) -> Tensor:
+                keep: int | None = None, attention_mask: Tensor | None = None, block: bool = False) -> Tensor:
         """input_ids [B, T]; input_pos [B, T] (or [T]) selects cached decoding; kv_len bounds attention.
 
         keep=i returns logits [B, 1, vocab] of position i only (e.g. -1): decoding needs just the
         next-token distribution, so the other T-1 vocabulary projections are skipped.
         attention_mask [B, T] (1 = token, 0 = padding) applies to the uncached forward only.
+        block=True (cached only): the T tokens attend causally to the cached prefix and to each other
+        in both directions -- the attention pattern of a parallel (DiDA) image pass.
         """
-        hidden = self.model(input_ids, input_pos, kv_len, attention_mask)
+        hidden = self.model(input_ids, input_pos, kv_len, attention_mask, block)
         if keep is not None:
             hidden = hidden[:, keep].unsqueeze(1)
         return self.lm_head(hidden).float()
@@ -106,7 +108,7 @@ class Emu3Model(nn.Module):
         self.inv_freq = rope_inv_freq(self.config, device=self.embed_tokens.weight.device)
 
     def forward(self, input_ids: Tensor, input_pos: Tensor | None = None, kv_len: int | None = None,
-                attention_mask: Tensor | None = None) -> Tensor:
+                attention_mask: Tensor | None = None, block: bool = False) -> Tensor:
         """Hidden states [B, T, hidden] after the final norm."""
         b, t = input_ids.shape
         use_cache = input_pos is not None
@@ -124,7 +126,9 @@ class Emu3Model(nn.Module):
             positions = input_pos.expand(b, t) if input_pos.dim() == 1 else input_pos
             kv_len = kv_len or self.layers[0].self_attn.kv_cache.k_cache.shape[2]
             keys = torch.arange(kv_len, device=input_ids.device)
-            mask = keys[None, None, None, :] <= positions[:, None, :, None]   # [B, 1, T, S]
+            # causal: key j visible to a query at position p when j <= p; block: j <= the block's last position
+            limit = positions[:, -1:].expand(b, t) if block else positions
+            mask = keys[None, None, None, :] <= limit[:, None, :, None]          # [B, 1, T, S]
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(self.inv_freq, positions, self.config.rope_linear_factor, x.dtype)
         for layer in self.layers:

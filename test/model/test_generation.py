@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emu_ros.model import (ARImageDecoder, Emu35Runtime, GenerationConfig, ModeState, SamplingParams, SpecialIds,
+from emu_ros.model import (ARImageDecoder, DecodeSession, Emu35Runtime, GenerationConfig, ModeState, SamplingParams, SpecialIds,
                            build_prompt, build_unconditional_prompt, cfg_logprobs, generate, image_token_ids,
                            parse_image_block, sample, task_config)
 
@@ -221,3 +221,26 @@ def test_runtime_end_to_end(ckpt_root):
     assert images[0].image.shape == (48, 80, 3) and images[0].image.dtype == np.uint8
     assert len(got) == 1 and np.array_equal(got[0], images[0].image)
     assert out.prompt_tokens > 15 * 1
+
+
+def test_score_block_is_bidirectional_and_scratch(lm32, tok, ids, prompts):
+    """A DiDA-style pass: block tokens see each other both ways; commit_image then overwrites the scratch."""
+    cond, uncond = prompts
+    config = GenerationConfig(seed=0, max_new_tokens=64)
+    session = DecodeSession(lm32, cond, uncond, config, ids)
+    header = [ids.boi] + ids.header_ids(2, 2) + [ids.img]
+    noisy = torch.tensor([ids.first_visual + 1] * 4)
+    a = session.score_block(torch.cat([session.tensor(header), noisy]))
+    changed = noisy.clone()
+    changed[-1] = ids.first_visual + 7
+    b = session.score_block(torch.cat([session.tensor(header), changed]))
+    assert a.shape[:2] == (2, len(header) + 4)
+    assert (a[:, len(header)] - b[:, len(header)]).abs().max() > 1e-6       # earlier token sees a later one
+    assert (a[:, 0] - b[:, 0]).abs().max() > 1e-6                          # ...the whole block, header too
+    before = lm32(torch.tensor([cond]))[0, -1]
+    torch.testing.assert_close(session.logits[0], before, atol=1e-4, rtol=1e-4)   # positions did not move
+    codes = torch.tensor([[3, 4], [5, 6]])
+    logits = session.commit_image(session.tensor(header), codes)
+    block = image_token_ids(codes.numpy(), tok)
+    torch.testing.assert_close(logits[0], lm32(torch.tensor([cond + block]))[0, -1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits[1], lm32(torch.tensor([uncond + block]))[0, -1], atol=1e-4, rtol=1e-4)
