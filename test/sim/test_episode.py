@@ -75,3 +75,20 @@ def test_bridge_task_runner_drives_the_sim_with_its_step_monitor(tmp_path):
     assert [s.code for s in r.steps if s.status != "finished"] == ["gripper_empty"]
     images = sorted((tmp_path / "reference_seed2" / "reference_images").glob("*.png"))
     assert len(images) == 6
+
+
+def test_fault_targets_are_seeded_and_eligible():
+    from emu_ros.sim.faults import FaultInjector
+    from emu_ros.sim.tasks import step_texts
+
+    world = SimWorld("transfer_cube")
+    calls = [world.mapper.map(t).call for t in step_texts("transfer_cube")]
+    pick = lambda kind, step, seed: FaultInjector(FaultSpec(kind, step=step, seed=seed), world.sim, world.adapter,
+                                                  world.images, calls).target
+    assert pick("missed_grasp", None, 0) == 1  # the right arm's grasp from the table
+    assert {pick("missed_grasp", "random", s) for s in range(10)} == {1}  # never the receiving grasp
+    assert pick("slip", None, 0) == 2 and pick("abort", 4, 0) == 4
+    targets = [pick("camera_dropout", "random", s) for s in range(12)]
+    assert targets == [pick("camera_dropout", "random", s) for s in range(12)]  # reproducible per seed
+    assert len(set(targets)) > 2
+    assert pick("none", None, 0) is None
