@@ -108,7 +108,7 @@ def _check_tokenizer(model_dir: Path, config: Emu3Config | None, res: CheckResul
 def _check_vision_tokenizer(vq_dir: Path, config: Emu3Config | None, res: CheckResult) -> None:
     import torch
 
-    from .vision_tokenizer import CKPT_FILE, CONFIG_FILE, IBQ, IBQConfig, VisionTokenizerError
+    from .vision_tokenizer import CKPT_FILE, CONFIG_FILE, IBQ, IBQConfig, VisionTokenizerError, load_weights_only
     try:
         vq_config = IBQConfig.from_yaml(vq_dir / CONFIG_FILE)
     except VisionTokenizerError as exc:
@@ -122,9 +122,9 @@ def _check_vision_tokenizer(vq_dir: Path, config: Emu3Config | None, res: CheckR
         res.problems.append(f"{ckpt}: not found")
         return
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        res.problems.append(f"{ckpt}: not a readable weights-only checkpoint ({type(exc).__name__}: {exc})")
+        state = load_weights_only(ckpt)
+    except VisionTokenizerError as exc:
+        res.problems.append(str(exc))
         return
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

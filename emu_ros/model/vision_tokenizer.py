@@ -160,7 +160,7 @@ class Quantizer(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(n_embed, embed_dim)
 
-    def codes(self, z: Tensor, chunk: int = 1024) -> Tensor:
+    def codes(self, z: Tensor, chunk: int = 256) -> Tensor:
         """z [N, D, h, w] -> codes [N, h, w]; positions in chunks so [P, 131072] logits stay small."""
         n, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)                              # [N*h*w, D]
@@ -352,6 +352,34 @@ def resize_to_area(image: Image.Image | np.ndarray, area: int = 518400) -> np.nd
     return np.array(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.uint8)
 
 
+class _Opaque:
+    """Inert stand-in for a non-tensor class or function pickled in a checkpoint (never executed)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def load_weights_only(path: Path) -> object:
+    """torch.load(weights_only=True), memory-mapped; other pickled globals (e.g. a training
+    framework's hyper-parameter objects next to ``state_dict``) load as inert stubs, never as code."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:   # truncated or not a torch zip checkpoint
+        raise VisionTokenizerError(f"{path}: cannot be read as a weights-only checkpoint "
+                                   f"({type(exc).__name__}: {exc})") from exc
+    if unsafe:
+        log.warning("%s: non-tensor globals replaced by inert stubs: %s", path, unsafe)
+    try:
+        with torch.serialization.safe_globals([(_Opaque, name) for name in unsafe]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise VisionTokenizerError(f"{path}: cannot be read as a weights-only checkpoint "
+                                   f"({type(exc).__name__}: {exc})") from exc
+
+
 def load_vision_tokenizer(tokenizer_dir: str | Path, device: str | torch.device = "cpu",
                           dtype: torch.dtype = torch.float32) -> IBQ:
     """Load the official Emu3.5-VisionTokenizer directory (config.yaml + model.ckpt), eval mode."""
@@ -360,13 +388,11 @@ def load_vision_tokenizer(tokenizer_dir: str | Path, device: str | torch.device 
     ckpt_path = tokenizer_dir / CKPT_FILE
     if not ckpt_path.is_file():
         raise VisionTokenizerError(f"{ckpt_path}: {CKPT_FILE} not found next to config.yaml")
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:   # truncated zip, pickle with code objects, ...
-        raise VisionTokenizerError(f"{ckpt_path}: cannot be read as a weights-only checkpoint "
-                                   f"({type(exc).__name__}: {exc})") from exc
+    state = load_weights_only(ckpt_path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise VisionTokenizerError(f"{ckpt_path}: holds a {type(state).__name__}, not a state dict")
     with torch.device("meta"):
         model = IBQ(config)
     expected = model.state_dict()

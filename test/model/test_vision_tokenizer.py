@@ -93,14 +93,30 @@ def test_checkpoint_mismatch_listed(tmp_path, vq_dir):
     assert "encoder.conv_in.weight" in str(info.value) and "quantize.embedding.weight" in str(info.value)
 
 
-def test_weights_only_refuses_code(tmp_path, vq_dir):
+def test_pickled_code_is_never_run(tmp_path, vq_dir, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
     torch.save({"x": Evil()}, tmp_path / "model.ckpt")
     (tmp_path / "config.yaml").write_text((vq_dir / "config.yaml").read_text())
-    with pytest.raises(VisionTokenizerError, match="weights-only"):
+    with pytest.raises(VisionTokenizerError, match="missing"):
         load_vision_tokenizer(tmp_path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+class HyperParams:
+    def __init__(self):
+        self.lr = 1e-4
+
+
+def test_training_checkpoint_with_extra_objects_loads(tmp_path, vq_dir, vq):
+    """A trainer-style checkpoint (state_dict + pickled hyper-parameter objects) loads its weights."""
+    state = torch.load(vq_dir / "model.ckpt", weights_only=True)
+    torch.save({"state_dict": state, "hyper_parameters": HyperParams(), "epoch": 3}, tmp_path / "model.ckpt")
+    (tmp_path / "config.yaml").write_text((vq_dir / "config.yaml").read_text())
+    other = load_vision_tokenizer(tmp_path)
+    x = images(1)
+    assert torch.equal(other.encode(x), vq.encode(x))
 
 
 def test_bad_config_field(tmp_path, vq_dir):
