@@ -43,3 +43,49 @@ def test_missing_directory_and_tokenizer(tmp_path, ckpt_root):
     (lm / "emu3.tiktoken").unlink()
     res = check_model_dir(lm)
     assert any("emu3.tiktoken not found" in p for p in res.problems)
+
+
+def write_sparse_full_checkpoint(lm_dir, num_shards=15):
+    """The full 34B layout with real safetensors headers and sparse (unallocated) data: 68 GB on paper, ~0 on disk."""
+    import struct
+
+    from emu_ros.model import preset_config
+    from emu_ros.model.loading import expected_shapes
+    from emu_ros.model.random_checkpoint import write_tokenizer_files
+    cfg = preset_config("full")
+    lm_dir.mkdir(parents=True)
+    cfg.save(lm_dir / "config.json")
+    write_tokenizer_files(lm_dir, cfg.codebook_size)
+    shapes = list(expected_shapes(cfg).items())
+    per = -(-len(shapes) // num_shards)
+    weight_map = {}
+    for i in range(num_shards):
+        group = shapes[i * per:(i + 1) * per]
+        name = f"model-{i + 1:05d}-of-{num_shards:05d}.safetensors"
+        header, offset = {}, 0
+        for tname, shape in group:
+            n = 2
+            for s in shape:
+                n *= s
+            header[tname] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+            weight_map[tname] = name
+        blob = json.dumps(header).encode()
+        with open(lm_dir / name, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            f.truncate(8 + len(blob) + offset)          # sparse: no data blocks written
+    (lm_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return cfg
+
+
+def test_full_size_layout_checks_in_seconds(tmp_path):
+    import time
+    lm = tmp_path / "Emu3.5"
+    write_sparse_full_checkpoint(lm)
+    start = time.perf_counter()
+    res = check_model_dir(lm)
+    seconds = time.perf_counter() - start
+    assert res.ok, res.problems
+    assert any("707 tensors in 15 file(s)" in p for p in res.passed)
+    assert any("34.10B" in p for p in res.passed)
+    assert seconds < 30
