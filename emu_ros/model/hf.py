@@ -35,6 +35,10 @@ class Emu3HFConfig(PreTrainedConfig):
         for f in _OUR_FIELDS:
             if f.name in _BASE_HANDLED:
                 continue
+            if f.name == "rope_scaling" and isinstance(getattr(PreTrainedConfig, "rope_scaling", None), property):
+                # transformers 5 keeps RoPE settings in rope_parameters (rope_scaling is a deprecated alias)
+                self.rope_parameters = kwargs.pop("rope_scaling", kwargs.pop("rope_parameters", None))
+                continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             setattr(self, f.name, kwargs.pop(f.name, default))
         for name in _BASE_HANDLED:
