@@ -10,7 +10,7 @@ The run directory gets ``train_config.yaml`` (resolved config), ``metrics.csv`` 
 command again resumes from ``checkpoints/latest`` with the optimizer, scheduler, RNG and data position restored, so
 an interrupted run ends at the same step count (and, on CPU, the same weights) as an uninterrupted one.
 Multi-GPU: ``torchrun --nproc_per_node 8 -m finetune_embodied.train ... --distributed.fsdp true`` (see
-docs/finetune.md for the memory math of the 34B model on 8x80 GB).
+finetune_embodied/README.md for the memory math of the 34B model on 8x80 GB).
 """
 
 from __future__ import annotations
