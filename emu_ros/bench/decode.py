@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2, choices=[1, 2], help="2 = CFG cond+uncond rows")
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--count-only", action="store_true", help="build on meta, print the parameter count")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                            digits={})
     gen_cfg = GenerationConfig(cfg_scale=3.0 if args.batch == 2 else 1.0, seed=0,
                                max_new_tokens=args.tokens + args.warmup + 2,
-                               image=SamplingParams(10240, 1.0, 1.0))
+                               image=SamplingParams(10240, 1.0, 1.0), compile=args.compile)
     prompt = torch.randint(0, 150000, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
     session = DecodeSession(model, prompt, prompt[: args.prompt_len // 2] if args.batch == 2 else None,
                             gen_cfg, vocab_ids)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               "batch": args.batch, "tokens": args.tokens, "prompt_len": args.prompt_len, "params": n_params,
               "weight_bytes": weight_bytes, "config": str(args.model_dir or args.config),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "torch": torch.__version__}
+              "torch": torch.__version__, "compile": args.compile}
     bw = hbm_bandwidth(device)
     if bw:
         floor = 1000 * weight_bytes / bw

@@ -60,6 +60,7 @@ class GenerationConfig:
     force_same_image_size: bool = True        # later images repeat the first image's header
     max_images: int | None = None             # stop after this many complete images (t2i: 1)
     force_image_after: int | None = None      # force BOI after this many text tokens in a row (None: model decides)
+    compile: bool = False                     # torch.compile the 1-2 token decode step (CUDA graphs on GPU)
     seed: int | None = None
 
     @property
@@ -251,6 +252,12 @@ class DecodeSession:
         self.pos = lengths[:]                                        # host copy: next position per row
         self.pos_dev = torch.tensor(lengths, device=self.device)     # device copy: no H2D per step
         self.logits = self._prefill(prompt_ids, uncond_ids)          # [rows, vocab] next-token logits
+        self._step = None
+        if config.compile:
+            # static shapes (attention spans the whole cache, masked) so each (rows, T) variant compiles
+            # once; on CUDA "reduce-overhead" replays the step as a CUDA graph (no per-layer launches)
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._step = torch.compile(model, mode=mode, dynamic=False, fullgraph=True)
 
     @torch.no_grad()
     def _prefill(self, prompt_ids: list[int], uncond_ids: list[int] | None) -> Tensor:
@@ -274,8 +281,12 @@ class DecodeSession:
             raise RuntimeError(f"KV cache of {self.max_seq} positions is full")
         steps = torch.arange(t, device=self.device)
         input_pos = self.pos_dev[:rows, None] + steps                       # [rows, T]
-        logits = self.model(tokens.view(1, t).expand(rows, t), input_pos,
-                            kv_len=max(self.pos[:rows]) + t, keep=-1)
+        batch = tokens.view(1, t).expand(rows, t)
+        if self._step is not None and t <= 2:
+            # clone: a CUDA-graph output buffer is overwritten by the next replay
+            logits = self._step(batch, input_pos, kv_len=self.max_seq, keep=-1).clone()
+        else:
+            logits = self.model(batch, input_pos, kv_len=max(self.pos[:rows]) + t, keep=-1)
         self.pos_dev[:rows] += t
         for r in range(rows):
             self.pos[r] += t

@@ -244,3 +244,14 @@ def test_score_block_is_bidirectional_and_scratch(lm32, tok, ids, prompts):
     block = image_token_ids(codes.numpy(), tok)
     torch.testing.assert_close(logits[0], lm32(torch.tensor([cond + block]))[0, -1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits[1], lm32(torch.tensor([uncond + block]))[0, -1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_matches_eager(lm32, tok, ids, prompts):
+    """The opt-in compiled step (static full-cache attention) gives the eager step's logits."""
+    eager = DecodeSession(lm32, *prompts, GenerationConfig(seed=0, max_new_tokens=32), ids)
+    fast = DecodeSession(lm32, *prompts, GenerationConfig(seed=0, max_new_tokens=32, compile=True), ids)
+    for token in ([ids.boi], [ids.first_visual + 3], [ids.first_visual + 9, ids.eol]):
+        a = eager.feed(eager.tensor(token), 2)
+        b = fast.feed(fast.tensor(token), 2)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
