@@ -241,7 +241,8 @@ class DecodeSession:
         self.device = model.lm_head.weight.device
         self.rows = 2 if uncond_ids is not None else 1
         self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(config.seed if config.seed is not None else int.from_bytes(os.urandom(7), 'little'))
+        seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(7), "little")
+        self.generator.manual_seed(seed)
         lengths = [len(prompt_ids)] + ([len(uncond_ids)] if uncond_ids is not None else [])
         max_seq = min(max(lengths) + config.max_new_tokens + 1, model.config.max_position_embeddings)
         if max(lengths) >= max_seq:
@@ -306,7 +307,8 @@ class DecodeSession:
         if max(self.pos[:rows]) + t > self.max_seq:
             raise RuntimeError(f"KV cache of {self.max_seq} positions is full")
         input_pos = self.pos_dev[:rows, None] + torch.arange(t, device=self.device)
-        return self.model(tokens.view(1, t).expand(rows, t), input_pos, kv_len=max(self.pos[:rows]) + t, block=True)
+        return self.model(tokens.view(1, t).expand(rows, t), input_pos, kv_len=max(self.pos[:rows]) + t,
+                          block=True)
 
     def tensor(self, ids: list[int]) -> Tensor:
         return torch.tensor(ids, dtype=torch.long, device=self.device)

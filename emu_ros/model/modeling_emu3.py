@@ -220,7 +220,8 @@ def rope_inv_freq(config: Emu3Config, device: torch.device | str | None = None) 
     return 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, device=device).float() / d))
 
 
-def rope_cos_sin(inv_freq: Tensor, positions: Tensor, linear_factor: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def rope_cos_sin(inv_freq: Tensor, positions: Tensor, linear_factor: float,
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos/sin [B, 1, T, D] for integer positions [B, T]; angles in fp32, then cast like the official code."""
     t = positions.to(torch.float32)
     if linear_factor != 1.0:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emu_ros.model import (ARImageDecoder, DecodeSession, Emu35Runtime, GenerationConfig, ModeState, SamplingParams, SpecialIds,
+from emu_ros.model import (ARImageDecoder, DecodeSession, Emu35Runtime, GenerationConfig, ModeState, SamplingParams,
+                           SpecialIds,
                            build_prompt, build_unconditional_prompt, cfg_logprobs, generate, image_token_ids,
                            parse_image_block, sample, task_config)
 
