@@ -42,6 +42,8 @@ class RosPlanner:
 
         send = self._client.send_goal_async(goal, feedback_callback=feedback)
         state = wait_future(send, self.server_timeout_s, cancel)
+        if state != "done":  # a goal accepted after we stopped waiting must not keep the model busy
+            send.add_done_callback(lambda f: f.result().accepted and f.result().cancel_goal_async())
         if state == "canceled":
             raise Cancelled("canceled while sending the plan request")
         if state == "timeout":

@@ -34,6 +34,15 @@ def _duration(seconds: float):
     return Duration(sec=int(whole), nanosec=int(frac * 1e9))
 
 
+def _cancel_if_accepted(future) -> None:
+    try:
+        handle = future.result()
+        if handle is not None and handle.accepted:
+            handle.cancel_goal_async()
+    except Exception as e:  # noqa: BLE001 - best effort, from an executor callback
+        log.warning("late cancel of an abandoned goal failed: %s", e)
+
+
 class FollowJointTrajectoryAdapter:
     """One FollowJointTrajectory client per arm, one GripperCommand client per gripper."""
 
@@ -123,6 +132,8 @@ class FollowJointTrajectoryAdapter:
         send = client.send_goal_async(msg)
         state = wait_future(send, timeout, cancel)
         if state != "done":
+            # The goal may still be accepted later: cancel it then, so no arm keeps moving unwatched.
+            send.add_done_callback(_cancel_if_accepted)
             return result(GoalStatus.CANCELED if state == "canceled" else GoalStatus.TIMEOUT,
                           f"{what}: no goal response ({state})", started=t0)
         handle = send.result()
