@@ -7,6 +7,7 @@ prompts, runs ``generation.generate`` and returns parsed segments with decoded R
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ class Emu35Runtime:
         self.tokenizer = load_tokenizer(model_dir)
         self.vq = load_vision_tokenizer(vq_dir, device=device, dtype=vq_dtype)
         self.ids = SpecialIds.from_tokenizer(self.tokenizer)
+        self._lock = threading.Lock()   # one generation at a time: the KV cache lives in the model
         if self.tokenizer.codebook_size != self.vq.config.n_embed:
             raise ValueError(f"{model_dir} has {self.tokenizer.codebook_size} visual tokens but the vision "
                              f"tokenizer in {vq_dir} has a codebook of {self.vq.config.n_embed}")
@@ -82,10 +84,28 @@ class Emu35Runtime:
         With reference images and no explicit ``config.image_size``, the output size is the last
         reference image's token grid (what the official HF runtime does).
         """
+        with self._lock:
+            return self._generate(prompt_text, list(images), task, config, image_area, on_text, on_image, cancel,
+                                  image_decoder)
+
+    def close(self) -> None:
+        """Free the KV cache and the weights (e.g. a lifecycle node's on_cleanup)."""
+        with self._lock:
+            self.model.clear_caches()
+            self.model = self.vq = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _generate(self, prompt_text: str, images: list[np.ndarray], task: str, config: GenerationConfig | None,
+                  image_area: int | None, on_text: Callable[[str], None] | None,
+                  on_image: Callable[[np.ndarray], None] | None, cancel: Callable[[], bool] | None,
+                  image_decoder: ImageDecoder | None) -> InterleavedOutput:
+        if self.model is None:
+            raise RuntimeError("Emu35Runtime was closed; create a new one to generate")
         start = time.perf_counter()
         config = config or task_config(task)
         area = image_area or IMAGE_AREA.get(task, DEFAULT_IMAGE_AREA)
-        grids = self.encode_images(list(images), area)
+        grids = self.encode_images(images, area)
         if grids and config.image_size is None:
             config = replace(config, image_size=tuple(grids[-1].shape))
         cond, uncond = self.build_prompts(prompt_text, grids, task)

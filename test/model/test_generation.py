@@ -256,3 +256,10 @@ def test_compiled_decode_step_matches_eager(lm32, tok, ids, prompts):
         a = eager.feed(eager.tensor(token), 2)
         b = fast.feed(fast.tensor(token), 2)
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_runtime_close(ckpt_root):
+    rt = Emu35Runtime(ckpt_root / "Emu3.5", device="cpu", dtype=torch.float32)
+    rt.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        rt.generate_interleaved("x", task="vla")
