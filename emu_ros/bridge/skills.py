@@ -57,6 +57,7 @@ class SkillDefaults:
     insert_depth: float = 0.09  # held object's centre this far from the target's centre at the end of an insert
     pre_insert: float = 0.05  # extra distance of the aligned pre-insert pose
     align_iterations: int = 2  # measure-and-correct passes at the pre-insert pose
+    object_half_length: float = 0.0  # held object's half length along its insertion axis
     push_distance: float = 0.08
     pusher_half_width: float = 0.01  # half thickness of the closed fingers along a push
     wipe_width: float = 0.10
@@ -610,11 +611,12 @@ class ProfileSkillExecutor:
         self._cartesian_path(arm, call, pts, frame([0.0, 0.0, -1.0], [0.0, 1.0, 0.0]), ex, cancel, "wipe")
 
     def _skill_insert(self, call: SkillCall, ex: SkillExecution, cancel: Optional[CancelToken]) -> None:
-        """Insert the held object into a target object along the target's long (x) axis.
+        """Insert the held object into a target object along the target's axis.
 
-        Aligns the held object on the target's axis at a pre-insert distance, re-measures both
-        (perception), then slides in slowly until the object's centre is `insert_depth` from the
-        target's centre. The gripper keeps holding (no release).
+        Aligns the held object at a pre-insert distance (yaw turned parallel to the axis, leading end
+        on the axis), re-measures both objects (perception) and corrects `align_iterations` times,
+        then slides in slowly by pure translation until the object's centre is `insert_depth` from
+        the target's centre. The gripper keeps holding (no release).
         """
         arm = self._arm(call)
         body = self.holding.get(arm.gripper)
@@ -625,7 +627,8 @@ class ProfileSkillExecutor:
         _, _, tgt_body = self._locate(call.location, "target")
         base = np.asarray(arm.chain.base_xyz, float)
 
-        def aim(extra: float) -> tuple:
+        def aim(extra: float, rotate: bool) -> tuple:
+            """(q, tool position, tool rotation) that puts the held object's leading end on the axis."""
             p_obj, yaw_obj, _ = self._locate(body)
             p_tgt, yaw, _ = self._locate(tgt_body, "target")
             # the insertion axis: the target's face direction (yaw + k*pi/2) that points most toward
@@ -634,27 +637,33 @@ class ProfileSkillExecutor:
             axes = [np.array([np.cos(yaw + k * np.pi / 2), np.sin(yaw + k * np.pi / 2), 0.0]) for k in range(4)]
             a = max(axes, key=lambda v: float(np.dot(v, toward)))
             depth = float(self.param(call, "insert_depth", tgt_body)) + extra
+            half_len = float(self.param(call, "object_half_length", body))
             q = self._q(arm)
             p_tip, R = self._tool(arm, q)
-            # turn the tool about the vertical so the held object's axis is parallel to the insertion
-            # axis (it may have yawed in the grip); the object turns with the tool about the tip
             obj_axes = [np.array([np.cos(yaw_obj + k * np.pi / 2), np.sin(yaw_obj + k * np.pi / 2), 0.0])
                         for k in range(4)]
-            b = max(obj_axes, key=lambda v: float(np.dot(v, a)))
-            delta = float(np.arctan2(b[0] * a[1] - b[1] * a[0], float(np.dot(a, b))))
-            Rz = np.array([[np.cos(delta), -np.sin(delta), 0.0], [np.sin(delta), np.cos(delta), 0.0], [0.0, 0.0, 1.0]])
-            rel = Rz @ (p_obj - p_tip)
-            return q, p_tgt + a * depth - rel, Rz @ R
+            b = max(obj_axes, key=lambda v: float(np.dot(v, a)))  # held object's axis, same sense as a
+            Rz = np.eye(3)
+            if rotate:  # turn the tool about the vertical so the object's axis becomes parallel to a
+                delta = float(np.arctan2(b[0] * a[1] - b[1] * a[0], float(np.dot(a, b))))
+                Rz = np.array([[np.cos(delta), -np.sin(delta), 0.0], [np.sin(delta), np.cos(delta), 0.0],
+                               [0.0, 0.0, 1.0]])
+            # the leading end (it enters first) goes where it would be with a perfectly aligned object;
+            # if the wrist cannot turn the last degrees (friction), the entry still hits the opening
+            lead = p_obj - b * half_len
+            rel = Rz @ (lead - p_tip)
+            return q, p_tgt + a * (depth - half_len) - rel, Rz @ R
 
-        q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))
+        pre = float(self.param(call, "pre_insert", tgt_body))
+        q0, p_pre, R = aim(pre, True)
         q1, _ = self._solve(arm, p_pre, [R], q0, "pre-insert pose")
         if not self._send(arm, self._joint_move(arm, q0, q1, call), ex, cancel):
             return
         for _ in range(int(self.param(call, "align_iterations"))):  # correct with fresh estimates
-            q0, p_pre, R = aim(float(self.param(call, "pre_insert", tgt_body)))
+            q0, p_pre, R = aim(pre, True)
             if not self._send(arm, self._line(arm, q0, p_pre, R, call, what="alignment"), ex, cancel):
                 return
-        q0, p_in, R = aim(0.0)
+        q0, p_in, R = aim(0.0, False)
         if self._send(arm, self._line(arm, q0, p_in, R, call, speed=float(self.param(call, "insert_speed")),
                                       what="insertion"), ex, cancel):
             ex.expect_holding = (arm.gripper,)

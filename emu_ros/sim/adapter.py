@@ -117,6 +117,9 @@ class SimRobotAdapter:
         self._cancel_epoch = 0
         self._injected_aborts: list = []  # group names (or "*") whose next trajectory aborts
         self._wall0: Optional[float] = None
+        self._clock_thread: Optional[threading.Thread] = None
+        self._clock_stop = threading.Event()
+        self._ticked = threading.Condition()
         self._tick0 = 0
         # profile joint name -> index in the 14-d action / measured vector
         self.index: dict = {}
@@ -204,12 +207,61 @@ class SimRobotAdapter:
         return self._run(act, cancel, timeout)
 
     def hold(self, seconds: float, cancel: Optional[CancelToken] = None) -> None:
-        """Let simulated time pass with the current commands (e.g. waiting for a camera to come back)."""
+        """Let simulated time pass with the current commands (settling, waiting for a camera)."""
         end = self.sim.ticks + int(round(seconds / CONTROL_DT))
         while self.sim.ticks < end and not (cancel and cancel.cancelled):
+            if self.clock_running:
+                self._wait_tick()
+                continue
             with self.sim.lock:
                 if self.sim.ticks < end:
                     self._tick()
+
+    # ------------------------------------------------------------------ real-time clock
+    @property
+    def clock_running(self) -> bool:
+        return self._clock_thread is not None and self._clock_thread.is_alive()
+
+    def start_clock(self, realtime_factor: float = 1.0) -> None:
+        """Advance the simulator in (scaled) real time from a background thread, goals or not.
+
+        For the ROS demo: time then passes while the runner settles, plans or waits for a camera,
+        objects keep falling, and camera frames show motion at its real speed. Goal calls then only
+        wait for the clock instead of stepping themselves. Headless evaluation leaves it off and
+        steps as fast as the CPU allows.
+        """
+        if realtime_factor <= 0:
+            raise ValueError(f"realtime_factor must be > 0, got {realtime_factor}")
+        if self.clock_running:
+            return
+        self._clock_stop.clear()
+        self._clock_thread = threading.Thread(target=self._clock_loop, args=(float(realtime_factor),),
+                                              name="sim-clock", daemon=True)
+        self._clock_thread.start()
+
+    def stop_clock(self) -> None:
+        self._clock_stop.set()
+        if self._clock_thread is not None:
+            self._clock_thread.join(timeout=2.0)
+        self._clock_thread = None
+
+    def _clock_loop(self, factor: float) -> None:
+        wall0, tick0 = time.monotonic(), self.sim.ticks
+        while not self._clock_stop.is_set():
+            due = tick0 + int((time.monotonic() - wall0) * factor / CONTROL_DT)
+            if self.sim.ticks < tick0:  # the simulator was reset: re-anchor
+                wall0, tick0 = time.monotonic(), self.sim.ticks
+                continue
+            if self.sim.ticks >= due:
+                self._clock_stop.wait(CONTROL_DT / factor / 2)
+                continue
+            if due - self.sim.ticks > int(0.5 / CONTROL_DT):  # fell behind (slow CPU): drop the backlog
+                wall0, tick0 = time.monotonic(), self.sim.ticks
+            try:
+                with self.sim.lock:
+                    self._tick()
+            except Exception:  # noqa: BLE001 - keep the clock alive; goals report their own errors
+                log.exception("sim clock tick failed")
 
     @property
     def gripper_joint_names(self) -> set:
@@ -246,13 +298,20 @@ class SimRobotAdapter:
                     act.result = MotionResult(GoalStatus.TIMEOUT, 0, f"no result within {timeout:.1f} s",
                                               self._elapsed(act))
                     break
-                self._tick()
+                if not self.clock_running:
+                    self._tick()
+                    continue
+            self._wait_tick()  # the clock thread advances time; wake up on its next tick
         with self._lock:
             if self._active.get(act.key) is act:
                 del self._active[act.key]
         if not act.result.ok:
             log.info("%s goal %s: %s", act.key, act.result.status.value, act.result.message)
         return act.result
+
+    def _wait_tick(self) -> None:
+        with self._ticked:
+            self._ticked.wait(0.05)
 
     def _elapsed(self, act: _Active) -> float:
         return (self.sim.ticks - act.start_tick) * CONTROL_DT
@@ -287,8 +346,10 @@ class SimRobotAdapter:
                     a.result = MotionResult(GoalStatus.ABORTED, PHYSICS_ERROR, f"physics error: {e}")
             self._reset_after_physics_error()
             return
-        if cfg.realtime_factor > 0:
+        if cfg.realtime_factor > 0 and not self.clock_running:
             self._pace()
+        with self._ticked:
+            self._ticked.notify_all()
         q = self.sim.qpos14()
         v = self.sim.qvel14()
         for a in active:

@@ -49,6 +49,7 @@ class EpisodeConfig:
     camera_wait_s: float = 0.3  # a step check waits this long for a frame before calling the step unverified
     replan_camera_wait_s: float = 5.0  # re-planning waits this long for the cameras before giving up
     step_images: bool = False  # render a reference episode at plan time for per-step images
+    settle_s: Optional[float] = None  # sim time between a skill's last goal and the check (None = profile)
     out_dir: Optional[str] = None
     profile: str = "sim_aloha"
 
@@ -198,6 +199,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
     res = EpisodeResult(task=cfg.task, seed=cfg.seed, fault=cfg.fault.kind, replan=cfg.replan, success=False,
                         max_reward=0.0, replans=0, step_runs=0, stopped="done", backend=planner.name,
                         perception=world.perception.name, fault_step=injector.target if injector.target is not None else -1)
+    settle = world.profile.tolerances.settle_s if cfg.settle_s is None else cfg.settle_s
     history: list = []
     standing: dict = {}  # gripper -> text of the finished step that made it hold something
     try:
@@ -217,6 +219,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
                 status, code, reason, skill = OutcomeStatus.FAILED, "unmapped", m.reason, ""
             else:
                 ex = world.executor.execute(m.call)
+                world.adapter.hold(settle)  # let grippers finish closing and the arm come to rest
                 status, code, reason = robot_signal_check(world.profile, ex, world.adapter.joint_state().positions)
                 skill = m.call.skill
                 if status is OutcomeStatus.FINISHED and _observe(world.images, cfg.camera, cfg.camera_wait_s) is None:

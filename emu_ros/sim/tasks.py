@@ -46,7 +46,7 @@ TASKS = {
         skill_params={
             "objects": {
                 # gripped at its centre: an off-centre grip makes the low-gain wrist sag and tilt the peg
-                "peg": {"grasp_symmetry": 2, "object_half_height": 0.01},
+                "peg": {"grasp_symmetry": 2, "object_half_height": 0.01, "object_half_length": 0.06},
                 "socket": {"grasp_symmetry": 2, "object_half_height": 0.022, "insert_depth": 0.095,
                            "pre_insert": 0.05},
             },

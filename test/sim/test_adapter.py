@@ -129,3 +129,21 @@ def test_camera_streamer_renders_only_subscribed_cameras_and_survives_dropout(cu
         streamer.stop()
     assert got and {f.camera for f in got} == {"cam_high"}
     assert got[0].image.shape == (48, 64, 3)
+
+
+def test_realtime_clock_advances_time_and_goals_follow_it(cube_world):
+    import time
+
+    sim, adapter, _, _ = cube_world
+    adapter.start_clock(1.0)
+    try:
+        t0, w0 = sim.time, time.monotonic()
+        time.sleep(0.3)
+        assert 0.15 < sim.time - t0 < 0.5  # time passes with no goal running
+        q0 = adapter.joint_state().get(RIGHT)
+        w1 = time.monotonic()
+        r = adapter.execute_trajectory(_goal(q0 + 0.2, 0.5))
+        assert r.ok and time.monotonic() - w1 >= 0.45  # a 0.5 s goal takes 0.5 s of wall time
+    finally:
+        adapter.stop_clock()
+    assert not adapter.clock_running
