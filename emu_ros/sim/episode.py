@@ -272,6 +272,19 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
     return res
 
 
+class _SimSettle:
+    """Lets sim time pass after each skill: the runner's settle waits wall time, which does not move a
+    headless simulator stepped only by goals (with `adapter.start_clock()` this is not needed)."""
+
+    def __init__(self, inner, adapter: SimRobotAdapter, settle_s: float):
+        self.inner, self.adapter, self.settle_s = inner, adapter, settle_s
+
+    def execute(self, call, cancel=None):
+        ex = self.inner.execute(call, cancel)
+        self.adapter.hold(self.settle_s, cancel)
+        return ex
+
+
 def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
                             listeners: tuple = ()) -> EpisodeResult:
     """The same seeded episode driven by the bridge's TaskRunner + StepMonitor + GuidanceEngine.
@@ -296,7 +309,9 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
     calls = [world.mapper.map(s.text).call for s in backend.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     engine = GuidanceEngine(backend, world.images, EngineConfig(cameras=(cfg.camera,)))
-    runner = TaskRunner(engine, world.mapper, FaultAwareExecutor(world.executor, injector), world.adapter,
+    settle = world.profile.tolerances.settle_s if cfg.settle_s is None else cfg.settle_s
+    executor = _SimSettle(FaultAwareExecutor(world.executor, injector), world.adapter, settle)
+    runner = TaskRunner(engine, world.mapper, executor, world.adapter,
                         StepMonitor(world.profile), image_source=world.images,
                         config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
                                             planning_attempts=3, planning_retry_delay_s=0.5,
