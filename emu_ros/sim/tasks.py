@@ -82,8 +82,6 @@ def write_reference_plan(task: str, seed: int, out_dir: Path, camera: str = "cam
     Returns the path of the written task file (same steps, `image:` set). The images show what the
     scripted skills achieve on this seed; they stand in for the world model's predicted images.
     """
-    from PIL import Image
-
     from emu_ros.bridge.skill_mapper import SkillMapper
     from emu_ros.bridge.skills import ProfileSkillExecutor
     from emu_ros.sim.adapter import SimRobotAdapter
@@ -95,11 +93,26 @@ def write_reference_plan(task: str, seed: int, out_dir: Path, camera: str = "cam
     img_dir.mkdir(parents=True, exist_ok=True)
     profile = profile or load_profile("sim_aloha")
     sim = AlohaSim(task, image_size=size)
-    sim.reset(seed)
+    sim.reset(seed, settle_s=0.4)  # as in the closed-loop episodes
     adapter = SimRobotAdapter(sim, profile)
     executor = ProfileSkillExecutor(profile, adapter, GroundTruthPerception(sim), task_def(task).skill_params)
     mapper = SkillMapper.load()
     data = yaml.safe_load(task_file(task).read_text())
+    try:
+        _run_reference(sim, executor, mapper, data, img_dir, camera, size, seed)
+    finally:
+        sim.close()  # free this throw-away simulator's render thread and GL context now
+    data["description"] = (f"{data.get('description', '')} [step images: scripted reference episode rendered "
+                           f"from the simulator, seed {seed}, camera {camera}; max reward {sim.max_reward:g}]").strip()
+    path = out_dir / f"{task}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    log.info("reference plan for %s seed %d written to %s (reference reward %g)", task, seed, path, sim.max_reward)
+    return path
+
+
+def _run_reference(sim, executor, mapper, data: dict, img_dir: Path, camera: str, size: tuple, seed: int) -> None:
+    from PIL import Image
+
     for i, step in enumerate(data["steps"]):
         m = mapper.map(step["text"])
         if m.mapped:
@@ -111,12 +124,6 @@ def write_reference_plan(task: str, seed: int, out_dir: Path, camera: str = "cam
         name = f"step{i + 1:02d}_{step.get('id', i + 1)}.png"
         Image.fromarray(img).save(img_dir / name)
         step["image"] = f"reference_images/{name}"
-    data["description"] = (f"{data.get('description', '')} [step images: scripted reference episode rendered "
-                           f"from the simulator, seed {seed}, camera {camera}; max reward {sim.max_reward:g}]").strip()
-    path = out_dir / f"{task}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    log.info("reference plan for %s seed %d written to %s (reference reward %g)", task, seed, path, sim.max_reward)
-    return path
 
 
 def reference_images(task_yaml: Path) -> list:
