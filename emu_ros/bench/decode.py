@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--count-only", action="store_true", help="build on meta, print the parameter count")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA graphs on GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (torch.set_num_threads); 1 avoids thread-pool stalls on a busy host")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -83,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print and optionally write JSON."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = Emu3Config.from_json(args.model_dir) if args.model_dir else preset_config(args.config)
     n_params = config.num_parameters()
     dtype = getattr(torch, args.dtype)
