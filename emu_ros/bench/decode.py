@@ -49,7 +49,7 @@ def hbm_bandwidth(device: torch.device) -> float | None:
 def random_model(config: Emu3Config, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Emu3ForCausalLM:
     """Build on meta, then materialise random weights directly on the device (no host copy)."""
     with torch.device("meta"):
-        model = Emu3ForCausalLM(config)
+        model = Emu3ForCausalLM(config).to(dtype)    # dtype first: 34B fp32 would not fit any GPU
     model = model.to_empty(device=device)
     gen = torch.Generator(device).manual_seed(seed)
     with torch.no_grad():
@@ -58,7 +58,6 @@ def random_model(config: Emu3Config, device: torch.device, dtype: torch.dtype, s
                 p.fill_(1.0)
             else:
                 p.normal_(0.0, config.initializer_range, generator=gen)
-    model = model.to(dtype)
     model.model.reset_buffers()
     return model.eval().requires_grad_(False)
 

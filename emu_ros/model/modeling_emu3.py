@@ -130,7 +130,10 @@ class Emu3Model(nn.Module):
             limit = positions[:, -1:].expand(b, t) if block else positions
             mask = keys[None, None, None, :] <= limit[:, None, :, None]          # [B, 1, T, S]
         x = self.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(self.inv_freq, positions, self.config.rope_linear_factor, x.dtype)
+        inv_freq = self.inv_freq
+        if inv_freq.dtype != torch.float32:   # model.to(bf16) casts buffers; angles must stay fp32
+            inv_freq = rope_inv_freq(self.config, device=x.device)
+        cos, sin = rope_cos_sin(inv_freq, positions, self.config.rope_linear_factor, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, positions if use_cache else None, kv_len)
         return self.norm(x)
