@@ -193,3 +193,21 @@ def test_sim_dataset_records_annotated_steps(tmp_path: Path) -> None:
     assert abs(close_right.end - notes.steps[1].end) <= 2
     rollouts = json.loads((root / "meta" / "sim_rollouts.json").read_text())
     assert rollouts[0]["task"] == "transfer_cube" and rollouts[0]["frames"] == ds.episodes[0].length
+
+
+def test_preview_writes_storyboard(demo_dataset: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from finetune_embodied.preview import main
+
+    main(["--dataset", str(demo_dataset), "--out", str(tmp_path / "sb"), "--episodes", "0", "2",
+          "--camera", "top", "--thumb_height", "64"])
+    out = tmp_path / "sb"
+    page = (out / "index.html").read_text()
+    assert "Episode 0: task 0" in page and "grasp 2" in page and "episode_000001.png" not in page
+    segments = json.loads((out / "segments.json").read_text())
+    assert [s["episode_index"] for s in segments] == [0, 2]
+    assert [st["text"] for st in segments[1]["steps"]] == ["reach 2", "grasp 2"]
+    png = Image.open(out / "episode_000002.png")
+    assert png.height >= 64 and png.width >= 3 * 64  # start frame + one key frame per step
+    assert "min_steps: 4" in (out / "preview_config.yaml").read_text()
