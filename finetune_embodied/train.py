@@ -37,8 +37,8 @@ from .checkpoint import latest_checkpoint, load_training_state, rng_state, save_
 from .config import parse_config, to_dict
 from .dataset import LeRobotDatasetReader
 from .lora import LoraConfig, adapter_state_dict, apply_lora, merge_lora_state, merged_state_dict
-from .samples import (IGNORE_INDEX, INPUT_IDS, LABELS, ImageTokenCache, SampleBuilder, SampleConfig, SampleError,
-                      TokenSample, collate, pack_samples, vision_tokenizer_id)
+from .samples import (IGNORE_INDEX, INPUT_IDS, LABELS, ImageTokenCache, SampleBuilder, SampleConfig, TokenSample,
+                      collate, pack_samples, vision_tokenizer_id)
 from .segment import SegmentConfig, segment_dataset
 
 log = logging.getLogger(__name__)
@@ -137,37 +137,43 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- objectives
-class AutoregressiveObjective:
-    """Next-token cross-entropy on the answer tokens; ``forward`` returns (loss, dict of floats)."""
+class AutoregressiveObjective(nn.Module):
+    """The LM and its next-token loss as one module, so DDP/FSDP hooks cover the whole forward.
 
-    def __init__(self, first_visual_id: int) -> None:
+    ``forward`` returns ``(loss, dict of floats)``; the text-mode argmax prediction at every labeled position
+    (visual ids masked, as in the runtime's text mode) is kept in ``self.predictions`` for step accuracy.
+    The vocabulary projection runs only where a label exists (most of the cost of a small model).
+    """
+
+    def __init__(self, lm: nn.Module, first_visual_id: int) -> None:
+        super().__init__()
+        self.lm = lm
         self.first_visual_id = first_visual_id
+        self.predictions: Tensor | None = None
 
-    def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """Loss over positions whose next token is labeled; the vocabulary projection runs only there."""
-        ids, labels = batch[INPUT_IDS], batch[LABELS]
-        hidden = model.model(ids)                                    # [B, T, H]
+    def forward(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy of the labeled next tokens (labels -100 are ignored)."""
+        hidden = self.lm.model(input_ids)                            # [B, T, H]
         target = labels[:, 1:]                                       # [B, T-1]
         keep = target != IGNORE_INDEX
-        logits = model.lm_head(hidden[:, :-1][keep]).float()         # [N, V] only where a label exists
+        logits = self.lm.lm_head(hidden[:, :-1][keep]).float()      # [N, V], N = labeled positions
         loss = F.cross_entropy(logits, target[keep])
+        self.predictions = logits.detach()[:, :self.first_visual_id].argmax(-1)
         return loss, {"loss": float(loss.detach()), "tokens": int(keep.sum())}
 
-    __call__ = forward
 
-
-def make_objective(name: str, first_visual_id: int):
-    """The training objective by name."""
+def make_objective(name: str, lm: nn.Module, first_visual_id: int) -> nn.Module:
+    """The training objective by name, wrapping the LM."""
     if name == "ar":
-        return AutoregressiveObjective(first_visual_id)
+        return AutoregressiveObjective(lm, first_visual_id)
     try:
-        from emu_ros.model import dida  # noqa: F401  (provided by the DiDA work)
+        from emu_ros.model import dida  # provided by the DiDA work
     except ImportError:
         raise RuntimeError("dida objective requires emu_ros.model.dida (not installed in this checkout); "
                            "use --objective ar") from None
     if not hasattr(dida, "DiDAObjective"):
-        raise RuntimeError("dida objective requires emu_ros.model.dida.DiDAObjective(model_config)")
-    return dida.DiDAObjective(first_visual_id=first_visual_id)
+        raise RuntimeError("dida objective requires emu_ros.model.dida.DiDAObjective(lm, first_visual_id)")
+    return dida.DiDAObjective(lm, first_visual_id)
 
 
 # ---------------------------------------------------------------------- data
@@ -285,33 +291,34 @@ def lr_lambda(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 # ---------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, objective, samples: list[TokenSample], pad_id: int, batch_size: int,
+def evaluate(objective: nn.Module, samples: list[TokenSample], pad_id: int, batch_size: int,
              device: torch.device, autocast: bool) -> dict[str, float]:
     """Held-out loss, step-text token accuracy and step exact match (teacher forcing, text-mode argmax)."""
     if not samples:
         return {}
-    was_training = model.training
-    model.eval()
-    first_visual = objective.first_visual_id
+    inner = getattr(objective, "module", objective)
+    was_training = objective.training
+    objective.eval()
     losses, weights, tok_ok, tok_n, steps_ok, steps_n = [], [], 0, 0, 0, 0
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        batch = collate(chunk, pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss, metrics = objective(model, batch)
-            hidden = model.model(batch[INPUT_IDS])
+            _, metrics = objective(batch[INPUT_IDS].to(device), batch[LABELS].to(device))
+        keep = batch[LABELS][:, 1:] != IGNORE_INDEX
+        flat = (torch.cumsum(keep.flatten(), 0) - 1).view(keep.shape)   # (row, position) -> prediction index
+        pred = inner.predictions.cpu()
         for row, s in enumerate(chunk):
-            for a, b in s.text_spans:   # tokens a..b-1 are predicted from positions a-1..b-2
-                logits = model.lm_head(hidden[row, a - 1:b - 1]).float()[:, :first_visual]  # text mode mask
-                pred = logits.argmax(-1).cpu()
+            for a, b in s.text_spans:   # tokens a..b-1 are predicted at positions a-1..b-2
+                got = pred[flat[row, a - 1:b - 1]]
                 gold = torch.tensor(s.input_ids[a:b])
-                tok_ok += int((pred == gold).sum())
+                tok_ok += int((got == gold).sum())
                 tok_n += len(gold)
-                steps_ok += int(torch.equal(pred, gold))
+                steps_ok += int(torch.equal(got, gold))
                 steps_n += 1
         losses.append(metrics["loss"])
         weights.append(metrics["tokens"])
-    model.train(was_training)
+    objective.train(was_training)
     return {"loss": float(np.average(losses, weights=weights)), "token_acc": tok_ok / max(1, tok_n),
             "step_acc": steps_ok / max(1, steps_n)}
 
@@ -334,8 +341,9 @@ class Trainer:
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
         if self.rank == 0:
             (self.out / "train_config.yaml").write_text(self.config_yaml, encoding="utf-8")
+        _barrier_if(self.world > 1 and self.rank != 0)  # rank 0 fills the token cache first, the others read it
         self.data = prepare_data(cfg, self.lm_config, self.model_dir, self.vq_dir, self.out)
-        self.objective = make_objective(cfg.objective, self.data.first_visual_id)
+        _barrier_if(self.world > 1 and self.rank == 0)
         self.autocast = cfg.bf16 and (self.device.type == "cuda" and torch.cuda.is_bf16_supported()
                                       or self.device.type == "cpu")
         self.resume_from = latest_checkpoint(self.out)
@@ -346,8 +354,9 @@ class Trainer:
         state = load_training_state(self.resume_from) if self.resume_from else None
         if state is not None:
             self._restore_weights(state)
-        self.model = _wrap_distributed(self.model, cfg, self.world, self.device)
-        self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.objective = _wrap_distributed(make_objective(cfg.objective, self.model, self.data.first_visual_id),
+                                           cfg, self.world, self.device)
+        self.optimizer = make_optimizer(self.objective, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio))
         self.step, self.micro = 0, 0
@@ -373,7 +382,8 @@ class Trainer:
         self.model.load_state_dict(trained.state_dict())
 
     def _unwrapped(self) -> nn.Module:
-        return getattr(self.model, "module", self.model)
+        """The plain LM (inside the objective, inside DDP/FSDP)."""
+        return getattr(self.objective, "module", self.objective).lm
 
     # -------------------------------------------------------------- data order
     def _micro_batch(self, index: int) -> list[TokenSample]:
@@ -393,16 +403,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
         for _ in range(self.cfg.grad_accum):
-            batch = {k: v.to(self.device) for k, v in collate(self._micro_batch(self.micro), self.data.pad_id).items()}
+            batch = collate(self._micro_batch(self.micro), self.data.pad_id)
             self.micro += 1
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss, metrics = self.objective(self.model, batch)
+                loss, metrics = self.objective(batch[INPUT_IDS].to(self.device), batch[LABELS].to(self.device))
             (loss / self.cfg.grad_accum).backward()
             total += metrics["loss"] / self.cfg.grad_accum
             tokens += metrics["tokens"]
         grad_norm = 0.0
         if self.cfg.optim.grad_clip > 0:
-            params = [p for p in self.model.parameters() if p.requires_grad]
+            params = [p for p in self.objective.parameters() if p.requires_grad]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -439,8 +449,8 @@ class Trainer:
                 "checkpoint": str(latest_checkpoint(self.out)) if latest_checkpoint(self.out) else None}
 
     def _log_eval(self) -> None:
-        metrics = evaluate(self._unwrapped(), self.objective, self.data.eval, self.data.pad_id, self.cfg.batch_size,
-                           self.device, self.autocast)
+        metrics = evaluate(self.objective, self.data.eval, self.data.pad_id, self.cfg.batch_size, self.device,
+                           self.autocast)
         if metrics:
             self._log({"step": self.step, "split": "eval", **metrics})
             log.info("eval @%d: loss %.4f, step-text token acc %.3f, step exact %.3f", self.step, metrics["loss"],
@@ -462,7 +472,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint now (rank 0 writes; FSDP gathers the full state dict first)."""
         model = self._unwrapped()
-        weights = _full_state_dict(self.model, self.cfg) if self.world > 1 else (
+        weights = _full_state_dict(self.objective, self.cfg) if self.world > 1 else (
             merged_state_dict(model) if self.cfg.lora.enabled else model.state_dict())
         if self.rank != 0:
             return None
@@ -487,6 +497,13 @@ def _init_distributed(cfg: TrainConfig) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def _barrier_if(condition: bool) -> None:
+    if condition:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def _local_device(cfg: TrainConfig) -> torch.device:
     if cfg.distributed.backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -508,7 +525,7 @@ def _wrap_distributed(model: nn.Module, cfg: TrainConfig, world: int, device: to
     from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
-    layer_cls = type(model.model.layers[0])
+    layer_cls = type(model.lm.model.layers[0])
     return FullyShardedDataParallel(
         model, auto_wrap_policy=functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={layer_cls}),
         mixed_precision=MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if cfg.bf16 else None,
@@ -523,8 +540,9 @@ def _full_state_dict(model: nn.Module, cfg: TrainConfig) -> dict[str, Tensor]:
         with FullyShardedDataParallel.state_dict_type(model, StateDictType.FULL_STATE_DICT,
                                                       FullStateDictConfig(offload_to_cpu=True, rank0_only=True)):
             state = model.state_dict()
+        state = {k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")}
     else:
-        state = getattr(model, "module", model).state_dict()
+        state = getattr(model, "module", model).lm.state_dict()
     return merge_lora_state(state, cfg.lora.alpha / cfg.lora.rank) if cfg.lora.enabled else state
 
 

@@ -89,7 +89,7 @@ def test_lora_run_saves_loadable_merged_checkpoint(demo_dataset, tiny_checkpoint
 
 def test_dida_objective_needs_its_module() -> None:
     with pytest.raises(RuntimeError, match="dida objective requires emu_ros.model.dida"):
-        make_objective("dida", 151854)
+        make_objective("dida", torch.nn.Linear(1, 1), 151854)
 
 
 def test_schedule_and_split() -> None:
