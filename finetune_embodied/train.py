@@ -516,6 +516,9 @@ def _wrap_distributed(model: nn.Module, cfg: TrainConfig, world: int, device: to
     """DDP, or FSDP with one unit per decoder layer (what makes 34B fit, see docs/finetune.md)."""
     if world == 1:
         return model
+    if cfg.distributed.fsdp and device.type != "cuda":
+        raise ValueError("FSDP needs GPUs (torch FSDP refuses CPU-only ranks); use --distributed.fsdp false "
+                         "--distributed.backend gloo for a CPU smoke test with DDP")
     if not cfg.distributed.fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
