@@ -45,6 +45,7 @@ class ModeSummary:
     success_rate: float
     ci95: tuple
     mean_replans: float
+    mean_retries: float  # same-step retries (the TaskRunner retries a FAILED step before re-planning)
     mean_steps: float
     mean_episode_s: float
     backend: str
@@ -94,6 +95,7 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
         stopped[r.stopped] = stopped.get(r.stopped, 0) + 1
     return ModeSummary(task=task, fault=fault, episodes=n, replan=replan, successes=k, success_rate=k / n if n else 0.0,
                        ci95=wilson_interval(k, n), mean_replans=sum(r.replans for r in results) / max(n, 1),
+                       mean_retries=sum(r.retries for r in results) / max(n, 1),
                        mean_steps=sum(r.step_runs for r in results) / max(n, 1),
                        mean_episode_s=sum(r.wall_s for r in results) / max(n, 1),
                        backend=results[0].backend if results else "", perception=results[0].perception if results else "",
@@ -102,11 +104,13 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
 
 
 def format_table(rows: Sequence[ModeSummary]) -> str:
-    head = f"{'mode':<11} {'success':>9} {'95% CI':>15} {'replans':>8} {'steps':>6} {'s/ep':>6} {'fault fired/detected':>21}  stopped"
+    head = (f"{'mode':<11} {'success':>9} {'95% CI':>15} {'replans':>8} {'retries':>8} {'steps':>6} {'s/ep':>6} "
+            f"{'fault fired/detected':>21}  stopped")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{'replan' if r.replan else 'no-replan':<11} {f'{r.successes}/{r.episodes}':>9} "
-                     f"{f'[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]':>15} {r.mean_replans:>8.2f} {r.mean_steps:>6.2f} "
+                     f"{f'[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]':>15} {r.mean_replans:>8.2f} {r.mean_retries:>8.2f} "
+                     f"{r.mean_steps:>6.2f} "
                      f"{r.mean_episode_s:>6.2f} {f'{r.fault_fired}/{r.fault_detected}':>21}  "
                      + ", ".join(f"{k}: {v}" for k, v in sorted(r.stopped.items())))
     return "\n".join(lines)
@@ -126,12 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the summary (one object, or a list with --compare)")
     p.add_argument("--runner", action="store_true", help="drive episodes through the bridge TaskRunner")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="log every step failure (the runner warns per step)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # step failures are the point of the evaluation: count them, do not print each
+        for name in ("emu_ros.bridge.runner", "emu_ros.bridge.skills", "emu_ros.sim.adapter"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if args.episodes < 1:
         print("--episodes must be >= 1", file=sys.stderr)
         return 2
