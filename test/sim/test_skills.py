@@ -97,3 +97,16 @@ def test_wipe_is_a_cartesian_zigzag_above_the_surface(cube_world, profile):
     low = [t for t in tips if t[2] < 0.03]
     assert len(low) > 10  # many waypoints near the surface: a real path, not two end points
     assert max(t[0] for t in low) - min(t[0] for t in low) > 0.08
+
+
+def test_place_puts_the_held_cube_down_at_a_named_location_and_releases(cube_world, profile):
+    sim, adapter, perception, executor = cube_world
+    assert executor.execute(SkillCall("grasp", "Grasp the red cube", arm="right", obj="cube")).motion_ok
+    spot = (0.05, 0.62, 0.02)
+    ex = executor.execute(SkillCall("place", "Place the cube on the spot", arm="right", obj="cube", location="spot",
+                                    params={"locations": {"spot": spot}}))
+    assert ex.motion_ok, ex.error or [r.message for _, r in ex.goals]
+    assert ex.expect_released == ("right_gripper",) and "right_gripper" not in executor.holding
+    assert adapter.joint_state().positions["right_gripper"] > profile.gripper("right_gripper").released_above
+    cube = np.array(perception.locate("cube").position)
+    assert np.linalg.norm(cube[:2] - np.array(spot[:2])) < 0.02 and cube[2] < 0.03
