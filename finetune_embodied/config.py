@@ -90,6 +90,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-python (YAML-safe) form of a config dataclass."""
     def plain(v: Any) -> Any:
+        """Recursively turn dataclasses, tuples and paths into YAML-safe values."""
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):

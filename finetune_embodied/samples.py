@@ -232,7 +232,7 @@ class SampleBuilder:
         return samples
 
 
-def pack_samples(samples: Sequence[TokenSample], max_length: int, pad_id: int) -> list[TokenSample]:
+def pack_samples(samples: Sequence[TokenSample], max_length: int) -> list[TokenSample]:
     """First-fit-decreasing packing of whole samples into rows of at most max_length tokens.
 
     Samples in one row attend to the earlier samples of the row (the model has no document mask), as in
@@ -260,7 +260,6 @@ def pack_samples(samples: Sequence[TokenSample], max_length: int, pad_id: int) -
             ids += s.input_ids
             labels += s.labels
         packed.append(TokenSample(ids, labels, row[0].episode_index, row[0].first_step, spans))
-    del pad_id  # rows are right-padded at collate time
     return packed
 
 

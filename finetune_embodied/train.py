@@ -16,7 +16,6 @@ finetune_embodied/README.md for the memory math of the 34B model on 8x80 GB).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -226,7 +225,7 @@ def prepare_data(cfg: TrainConfig, lm_config, model_dir: Path, vq_dir: Path, out
              len(train), len(train_ids), len(held), len(eval_ids), cache.hits, cache.misses)
     pad = tok.token_id("PAD")
     if cfg.pack:
-        train = pack_samples(train, cfg.samples.max_length, pad)
+        train = pack_samples(train, cfg.samples.max_length)
     return DataBundle(train, held, train_ids, eval_ids, pad, tok.first_visual_id)
 
 
@@ -246,6 +245,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         inner = layer.forward
 
         def wrapped(*args, _inner=inner):
+            """The layer's forward, recomputed in backward instead of storing its activations."""
             return checkpoint(_inner, *args, use_reentrant=False)
 
         layer.forward = wrapped

@@ -83,6 +83,7 @@ class _VideoFile:
         self.frames_written = 0
 
     def write(self, frames: list[np.ndarray]) -> None:
+        """Encode RGB frames; pts continue from the previous episode (its from_timestamp = frames before / fps)."""
         import av
 
         for rgb in frames:
@@ -93,6 +94,7 @@ class _VideoFile:
                 self.container.mux(packet)
 
     def close(self) -> None:
+        """Flush the encoder and write the mp4 trailer."""
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()

@@ -86,7 +86,7 @@ def test_length_limit_drops_trailing_steps_then_errors(parts) -> None:
 def test_packing_and_collate(parts) -> None:
     samples = _builder(parts)[0].build(segment_dataset(parts[0]))
     longest = max(len(s) for s in samples)
-    packed = pack_samples(samples, 2 * longest, pad_id=0)
+    packed = pack_samples(samples, 2 * longest)
     assert len(packed) < len(samples)
     assert sum(len(p) for p in packed) == sum(len(s) for s in samples)
     assert all(len(p) <= 2 * longest for p in packed)
@@ -96,4 +96,4 @@ def test_packing_and_collate(parts) -> None:
     short = int(np.argmin([len(samples[0]), len(samples[1])]))
     assert int(batch["labels"][short, -1]) == IGNORE_INDEX
     with pytest.raises(SampleError, match="exceeds"):
-        pack_samples(samples, longest - 1, pad_id=0)
+        pack_samples(samples, longest - 1)
