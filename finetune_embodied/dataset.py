@@ -428,7 +428,9 @@ class LeRobotDatasetReader:
         """Read the per-frame rows of one episode, sorted by frame_index; checks they are contiguous."""
         meta = self.episode_meta(episode_index)
         path = self._data_path(meta.data_chunk_index, meta.data_file_index)
-        table = _read_table(path, filters=[("episode_index", "=", episode_index)])
+        image_cols = {k for k, f in self.info.features.items() if f.dtype == "image"}  # decoded on demand only
+        names = [n for n in pq.read_schema(path).names if n not in image_cols]
+        table = _read_table(path, columns=names, filters=[("episode_index", "=", episode_index)])
         if table.num_rows != meta.length:
             raise EpisodeIndexError(f"{path}: episode {episode_index} has {table.num_rows} rows, meta/episodes "
                                     f"says {meta.length}")

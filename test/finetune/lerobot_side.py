@@ -24,7 +24,7 @@ def frame_value(episode: int, frame: int) -> int:
 
 
 def write(root: str) -> None:
-    """Three episodes of different lengths, two cameras (default av1 encoder), two tasks."""
+    """Three episodes of different lengths, two video cameras (default av1 encoder) + one image camera, two tasks."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     shutil.rmtree(root, ignore_errors=True)
@@ -34,6 +34,7 @@ def write(root: str) -> None:
         "observation.images.cam_high": {"dtype": "video", "shape": (H, W, 3), "names": ["height", "width", "channels"]},
         "observation.images.cam_left_wrist": {"dtype": "video", "shape": (H, W, 3),
                                               "names": ["height", "width", "channels"]},
+        "observation.images.cam_low": {"dtype": "image", "shape": (H, W, 3), "names": ["height", "width", "channels"]},
         "observation.state": {"dtype": "float32", "shape": (14,), "names": names},
         "action": {"dtype": "float32", "shape": (14,), "names": names},
     }
@@ -43,6 +44,7 @@ def write(root: str) -> None:
         for i in range(n):
             img = np.full((H, W, 3), frame_value(e, i), np.uint8)
             ds.add_frame({"observation.images.cam_high": img, "observation.images.cam_left_wrist": 255 - img,
+                          "observation.images.cam_low": np.full((H, W, 3), (e * 31 + i) % 256, np.uint8),
                           "observation.state": np.full(14, e * 1000 + i, np.float32),
                           "action": np.full(14, -i, np.float32),
                           "task": "transfer the cube" if e != 1 else "insert the peg"})

@@ -54,7 +54,8 @@ def test_real_lerobot_dataset_reads_with_our_reader(tmp_path: Path) -> None:
     _run_lerobot("write", root)
     ds = LeRobotDatasetReader(root)
     assert ds.info.codebase_version == "v3.0" and ds.fps == 50
-    assert ds.camera_keys == ["observation.images.cam_high", "observation.images.cam_left_wrist"]
+    assert ds.camera_keys == ["observation.images.cam_high", "observation.images.cam_left_wrist",
+                              "observation.images.cam_low"]
     assert [e.length for e in ds.episodes] == list(side.LENGTHS)
     starts = np.cumsum((0,) + side.LENGTHS)
     assert [(e.dataset_from_index, e.dataset_to_index) for e in ds.episodes] == list(zip(starts[:-1], starts[1:]))
@@ -70,6 +71,9 @@ def test_real_lerobot_dataset_reads_with_our_reader(tmp_path: Path) -> None:
         np.testing.assert_allclose(levels, expected, atol=4)
         wrist = ds.frames(e, "cam_left_wrist", [0, n - 1]).reshape(2, -1).mean(1)
         np.testing.assert_allclose(wrist, 255 - expected[[0, -1]], atol=4)
+        low = ds.frames(e, "cam_low", [0, n // 2, n - 1])   # an `image` feature: PNG bytes in the data parquet
+        np.testing.assert_array_equal(low[:, 0, 0, 0], [(e * 31 + i) % 256 for i in (0, n // 2, n - 1)])
+        assert "observation.images.cam_low" not in ep.raw_columns   # images are not loaded with the table
 
 
 def test_our_writer_reads_with_real_lerobot(tmp_path: Path, make_dataset, pixel_of) -> None:
