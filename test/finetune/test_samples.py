@@ -97,3 +97,11 @@ def test_packing_and_collate(parts) -> None:
     assert int(batch["labels"][short, -1]) == IGNORE_INDEX
     with pytest.raises(SampleError, match="exceeds"):
         pack_samples(samples, longest - 1)
+
+
+def test_two_cameras_in_the_prompt_one_in_the_steps(parts) -> None:
+    reader, tok = parts[0], parts[1]
+    builder, _ = _builder(parts, cameras=["top", "left_wrist"], mid_trajectory_starts=False)
+    sample = builder.build(segment_dataset(reader)[:1])[0]
+    prompt, answer = tok.decode(sample.input_ids).split(" ASSISTANT: <|extra_100|>")
+    assert prompt.count("<|image start|>") == 2 and answer.count("<|image start|>") == 2  # 2 views, 2 steps
