@@ -162,17 +162,26 @@ class AutoregressiveObjective(nn.Module):
 
 
 def make_objective(name: str, lm: nn.Module, first_visual_id: int) -> nn.Module:
-    """The training objective by name, wrapping the LM."""
+    """The training objective by name, wrapping the LM.
+
+    ``dida`` is provided by the DiDA work: a ``DiDAObjective(lm, first_visual_id)`` nn.Module in
+    ``emu_ros.model.dida_train`` or ``emu_ros.model.dida`` whose ``forward(input_ids, labels)`` returns
+    ``(loss, dict of floats)`` like ``AutoregressiveObjective`` (and sets ``predictions`` for step accuracy).
+    """
     if name == "ar":
         return AutoregressiveObjective(lm, first_visual_id)
-    try:
-        from emu_ros.model import dida  # provided by the DiDA work
-    except ImportError:
-        raise RuntimeError("dida objective requires emu_ros.model.dida (not installed in this checkout); "
-                           "use --objective ar") from None
-    if not hasattr(dida, "DiDAObjective"):
-        raise RuntimeError("dida objective requires emu_ros.model.dida.DiDAObjective(lm, first_visual_id)")
-    return dida.DiDAObjective(lm, first_visual_id)
+    import importlib
+
+    for module in ("emu_ros.model.dida_train", "emu_ros.model.dida"):
+        try:
+            found = getattr(importlib.import_module(module), "DiDAObjective", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found(lm, first_visual_id)
+    raise RuntimeError("dida objective requires emu_ros.model.dida (a DiDAObjective(lm, first_visual_id) module in "
+                       "emu_ros.model.dida_train or emu_ros.model.dida), which this checkout does not provide yet; "
+                       "use --objective ar")
 
 
 # ---------------------------------------------------------------------- data
