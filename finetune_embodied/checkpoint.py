@@ -24,7 +24,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -57,8 +57,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor], lm_config, source_lm_dir: Path,
                     training_state: dict[str, Any], trainer_state: dict[str, Any], config_yaml: str,
-                    keep: int, num_shards: int = 1) -> Path:
-    """Write checkpoint ``step`` (official LM dir + resume state), point ``latest`` at it, prune old ones."""
+                    keep: int, num_shards: int = 1, lm_dir_hook: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint ``step`` (official LM dir + resume state), point ``latest`` at it, prune old ones.
+
+    ``lm_dir_hook(lm_dir)`` may add files to the model directory before the checkpoint becomes visible.
+    """
     from emu_ros.model.random_checkpoint import write_sharded_safetensors
 
     root = Path(output_dir) / CHECKPOINTS_DIR
@@ -74,6 +77,8 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     for file in COPIED_FILES:
         if (Path(source_lm_dir) / file).is_file():
             shutil.copy2(Path(source_lm_dir) / file, lm_dir / file)
+    if lm_dir_hook is not None:
+        lm_dir_hook(lm_dir)
     torch.save(training_state, tmp / STATE_FILE)
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
     (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")

@@ -16,6 +16,7 @@ finetune_embodied/README.md for the memory math of the 34B model on 8x80 GB).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -85,6 +86,8 @@ class TrainConfig:
     """Run directory (metrics, checkpoints, token cache)."""
     objective: str = "ar"
     """ar = next-token prediction on the answer; dida = discrete diffusion (needs emu_ros.model.dida)."""
+    dida: dict[str, Any] | None = None
+    """Options of the DiDA objective (DiDATrainConfig fields such as noise, visual_weight); dida only."""
     steps: int = 200
     """Optimizer steps in total (a resumed run continues up to this)."""
     batch_size: int = 2
@@ -161,23 +164,27 @@ class AutoregressiveObjective(nn.Module):
         return loss, {"loss": float(loss.detach()), "tokens": int(keep.sum())}
 
 
-def make_objective(name: str, lm: nn.Module, first_visual_id: int) -> nn.Module:
+def make_objective(name: str, lm: nn.Module, first_visual_id: int, options: dict[str, Any] | None = None) -> nn.Module:
     """The training objective by name, wrapping the LM.
 
     ``dida`` is provided by the DiDA work: a ``DiDAObjective(lm, first_visual_id)`` nn.Module in
     ``emu_ros.model.dida_train`` or ``emu_ros.model.dida`` whose ``forward(input_ids, labels)`` returns
     ``(loss, dict of floats)`` like ``AutoregressiveObjective`` (and sets ``predictions`` for step accuracy).
+    ``options`` are keyword arguments of that module's ``DiDATrainConfig`` (noise, visual_weight, ...).
     """
     if name == "ar":
         return AutoregressiveObjective(lm, first_visual_id)
     import importlib
 
-    for module in ("emu_ros.model.dida_train", "emu_ros.model.dida"):
+    for name_ in ("emu_ros.model.dida_train", "emu_ros.model.dida"):
         try:
-            found = getattr(importlib.import_module(module), "DiDAObjective", None)
+            module = importlib.import_module(name_)
         except ImportError:
             continue
+        found = getattr(module, "DiDAObjective", None)
         if found is not None:
+            if options:
+                return found(lm, first_visual_id, train=module.DiDATrainConfig(**options))
             return found(lm, first_visual_id)
     raise RuntimeError("dida objective requires emu_ros.model.dida (a DiDAObjective(lm, first_visual_id) module in "
                        "emu_ros.model.dida_train or emu_ros.model.dida), which this checkout does not provide yet; "
@@ -363,8 +370,8 @@ class Trainer:
         state = load_training_state(self.resume_from) if self.resume_from else None
         if state is not None:
             self._restore_weights(state)
-        self.objective = _wrap_distributed(make_objective(cfg.objective, self.model, self.data.first_visual_id),
-                                           cfg, self.world, self.device)
+        objective = make_objective(cfg.objective, self.model, self.data.first_visual_id, cfg.dida)
+        self.objective = _wrap_distributed(objective, cfg, self.world, self.device)
         self.optimizer = make_optimizer(self.objective, cfg.optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio))
@@ -491,7 +498,17 @@ class Trainer:
         trainer_state = {"step": self.step, "micro_batches": self.micro, "train_episodes": self.data.train_episodes,
                          "eval_episodes": self.data.eval_episodes, "history_tail": self.history[-5:]}
         return save_checkpoint(self.out, self.step, weights, self.lm_config, self.model_dir, state, trainer_state,
-                               self.config_yaml, self.cfg.keep_checkpoints, self.cfg.num_shards)
+                               self.config_yaml, self.cfg.keep_checkpoints, self.cfg.num_shards,
+                               lm_dir_hook=self._write_dida_config if self.cfg.objective == "dida" else None)
+
+    def _write_dida_config(self, lm_dir: Path) -> None:
+        """DiDA weights need dida_config.json next to them (the sampler reads noise type and mask id there)."""
+        from emu_ros.model.dida import DiDAConfig
+
+        train_cfg = getattr(self.objective, "module", self.objective).train_config
+        DiDAConfig(noise=train_cfg.noise, mask_token_id=train_cfg.mask_token_id, time_shift=train_cfg.time_shift,
+                   training={"source": str(self.model_dir), "dataset": self.cfg.dataset, "steps": self.step,
+                             "by": "finetune_embodied.train", **dataclasses.asdict(train_cfg)}).save(lm_dir)
 
 
 # ---------------------------------------------------------------------- distributed (torchrun)
