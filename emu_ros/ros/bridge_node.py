@@ -43,8 +43,9 @@ PHASES = {EventType.PLANNING: "planning", EventType.STEP_PLANNED: "planning", Ev
 
 class BridgeNode(Node):
     def __init__(self, node_name: str = "emu_bridge", adapter=None, perception=None, task_params: Optional[dict] = None,
-                 **kwargs):
-        """`adapter`/`perception` may be injected (the simulator); otherwise the profile's ROS adapter is built."""
+                 skill_executor=None, **kwargs):
+        """`adapter`, `perception` and `skill_executor` may be injected (the simulator, fault injection);
+        otherwise the profile's ROS adapter and a ProfileSkillExecutor are built."""
         super().__init__(node_name, **kwargs)
         declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
         declare(self, "generate_plan_action", "/emu_guidance/generate_plan", "GeneratePlan action of the guidance node")
@@ -63,7 +64,7 @@ class BridgeNode(Node):
                       for c in self.profile.cameras]
         self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
         self.mapper = SkillMapper.load(param(self, "skills"))
-        self.executor_ = ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
+        self.executor_ = skill_executor or ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
         self.monitor = StepMonitor(self.profile)
         self.runner: Optional[TaskRunner] = None
         self._busy = threading.Lock()

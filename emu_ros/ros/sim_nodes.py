@@ -1,0 +1,105 @@
+"""The simulated ALOHA as ROS: camera topics and joint states from MuJoCo, and the in-process wiring.
+
+`SimCameraPublisher` renders only the cameras somebody subscribes to, at `rate_hz`, in its own
+thread (the simulator never blocks the executor) and publishes them on the profile's real topic
+names as rgb8 sensor_msgs/Image, so emu_guidance and emu_bridge cannot tell it from RealSense
+drivers. `/joint_states` carries the measured joints (grippers normalised) for rviz.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+
+from emu_ros.guidance.types import CameraFrame
+from emu_ros.ros.image_conversion import numpy_to_image
+from emu_ros.sim.aloha_env import SimCameraStreamer
+
+
+class SimCameraPublisher(Node):
+    def __init__(self, world, rate_hz: float = 10.0, image_size: tuple = (240, 320), node_name: str = "sim_aloha"):
+        super().__init__(node_name)
+        self.world = world
+        self.profile = world.profile
+        self._pubs = {c.name: self.create_publisher(Image, c.topic, qos_profile_sensor_data) for c in self.profile.cameras}
+        self._joints = self.create_publisher(JointState, "/joint_states", 10)
+        world.images.size = image_size
+        self.streamer = SimCameraStreamer(world.images, self._publish_frame, rate_hz=rate_hz, subscribed=())
+        self.create_timer(0.5, self._update_subscriptions)
+        self.create_timer(0.1, self._publish_joints)
+        self._update_subscriptions()
+        self.streamer.start()
+
+    def _update_subscriptions(self) -> None:
+        """Render only what is watched: cameras without subscribers cost nothing."""
+        self.streamer.subscribed = {name for name, pub in self._pubs.items() if pub.get_subscription_count() > 0}
+
+    def _publish_frame(self, frame: CameraFrame) -> None:
+        msg = numpy_to_image(frame.image, "rgb8", stamp=self.get_clock().now().to_msg(), frame_id=f"{frame.camera}_optical")
+        self._pubs[frame.camera].publish(msg)
+
+    def _publish_joints(self) -> None:
+        st = self.world.adapter.joint_state()
+        msg = JointState(name=list(st.positions), position=[float(v) for v in st.positions.values()])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._joints.publish(msg)
+
+    def destroy_node(self):
+        self.streamer.stop()
+        return super().destroy_node()
+
+
+@dataclass
+class SimSession:
+    """One simulated task ready to run: world reset to `seed`, reference plan, fault injector, executor."""
+
+    world: object
+    task_dir: Path
+    instruction: str
+    executor: object
+    injector: object
+    skill_params: dict
+
+    @classmethod
+    def create(cls, task: str, seed: int, out_dir: Path, fault: str = "none", fault_step=None,
+               realtime_factor: float = 1.0, step_images: bool = True) -> "SimSession":
+        from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+        from emu_ros.sim.episode import SimWorld
+        from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
+        from emu_ros.sim.tasks import task_def, task_file, write_reference_plan
+
+        tdef = task_def(task)
+        out_dir = Path(out_dir)
+        if step_images:  # the labelled scripted reference renders its step images from a fault-free run
+            plan_file = write_reference_plan(task, seed, out_dir / "reference_plan")
+        else:
+            plan_file = task_file(task)
+        world = SimWorld(task, realtime_factor=realtime_factor)
+        world.reset(seed)
+        steps = ScriptedWorldModel(task_files=[plan_file]).find(tdef.instruction).steps
+        calls = [world.mapper.map(s.text).call for s in steps]
+        injector = FaultInjector(FaultSpec(kind=fault, step=fault_step, seed=seed), world.sim, world.adapter, world.images, calls)
+        return cls(world=world, task_dir=Path(plan_file).parent, instruction=tdef.instruction,
+                   executor=FaultAwareExecutor(world.executor, injector), injector=injector,
+                   skill_params=tdef.skill_params)
+
+    def close(self) -> None:
+        self.injector.close()
+        try:
+            self.world.sim.close()
+        except Exception:  # noqa: BLE001 - closing a renderer twice is harmless
+            pass
+
+
+def wait_until(pred, timeout: float, period: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return bool(pred())
