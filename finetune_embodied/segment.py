@@ -157,6 +157,27 @@ def gripper_events(signal: np.ndarray, min_fraction: float, min_range: float,
     return merged
 
 
+def physical_settle(signal: np.ndarray, start: int, window: int) -> int:
+    """Frame where a measured gripper stops moving after a command at ``start``.
+
+    The fingers start moving up to ``window`` frames after the command, then move until the change per frame
+    drops below 2% of the signal's range (or an object stops them).
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    span = float(x.max() - x.min())
+    if span <= 0 or start >= len(x) - 1:
+        return start
+    moving = np.abs(np.diff(x)) > 0.02 * span          # moving[t]: change from t to t + 1
+    t = start
+    while t < min(len(moving), start + window) and not moving[t]:
+        t += 1
+    if t >= len(moving) or not moving[t]:
+        return start
+    while t < len(moving) and moving[t]:
+        t += 1
+    return t
+
+
 def joint_speed(joints: np.ndarray, window: int) -> np.ndarray:
     """Smoothed joint-space speed per frame (L2 norm of the frame-to-frame change, moving average)."""
     q = np.asarray(joints, dtype=np.float64)
@@ -289,15 +310,25 @@ class Segmenter:
         signals.update({f"gripper_{side}": grip_signal[:, col].tolist() for side, col in self.grippers.items()})
         return EpisodeSteps(episode_index, task, ep.length, method, steps, signals)
 
+    def _measured_grippers(self) -> dict[str, int]:
+        """Gripper columns of the joint (measured) feature when the events come from another one (the command)."""
+        if self.feature is None or self.feature == self.gripper_feature or self.config.gripper_columns is not None:
+            return {}
+        return {side: col for side, col in find_gripper_columns(self.reader, self.feature).items()
+                if side in self.grippers}
+
     def _gripper_steps(self, joints: np.ndarray, grip_signal: np.ndarray, length: int,
                        min_len: int) -> tuple[list[Step], str]:
         """One step per gripper transition, ending when it settled; the tail joins the last step."""
         cfg = self.config
+        measured = self._measured_grippers()
         events = []
         for side, col in self.grippers.items():
-            for _cross, settle, kind in gripper_events(grip_signal[:, col], cfg.min_gripper_move, cfg.min_gripper_range,
-                                                       cfg.gripper_closed_is_low):
-                events.append((settle, kind, side))
+            for start, settle, kind in gripper_events(grip_signal[:, col], cfg.min_gripper_move, cfg.min_gripper_range,
+                                                      cfg.gripper_closed_is_low):
+                if side in measured:  # the key frame must show the fingers at rest, not just the command sent
+                    settle = max(settle, physical_settle(joints[:, measured[side]], start, min_len))
+                events.append((min(settle, length - 1), kind, side))
         events.sort()
         if not events:
             return [Step(0, length, _motion_text(_moving_side(joints, self.arms, 0, length)), length - 1,

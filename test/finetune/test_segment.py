@@ -211,3 +211,11 @@ def test_preview_writes_storyboard(demo_dataset: Path, tmp_path: Path) -> None:
     png = Image.open(out / "episode_000002.png")
     assert png.height >= 64 and png.width >= 3 * 64  # start frame + one key frame per step
     assert "min_steps: 4" in (out / "preview_config.yaml").read_text()
+
+
+def test_physical_settle_waits_for_the_fingers() -> None:
+    from finetune_embodied.segment import physical_settle
+
+    measured = np.concatenate([np.ones(12), _ramp(1, 0.4, 6), np.full(10, 0.4)])  # starts 2 frames after command
+    assert physical_settle(measured, start=10, window=5) == 17
+    assert physical_settle(np.ones(20), start=5, window=5) == 5
