@@ -45,8 +45,18 @@ class Emu35Runtime:
     """Load an Emu3.5 model directory and its vision tokenizer; generate interleaved plans."""
 
     def __init__(self, model_dir: str | Path, vq_dir: str | Path | None = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.bfloat16, vq_dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.bfloat16, vq_dtype: torch.dtype = torch.float32,
+                 decoder: str = "ar", dida_passes: int | None = None) -> None:
+        """decoder: "ar" (official token-by-token images) or "dida" (parallel passes; needs the model
+        directory's dida_config.json written by emu_ros.model.dida_train, checked before any weight loads)."""
         model_dir = Path(model_dir)
+        if decoder not in ("ar", "dida"):
+            raise ValueError(f"decoder must be 'ar' or 'dida', got {decoder!r}")
+        self.image_decoder: ImageDecoder | None = None
+        if decoder == "dida":
+            from .dida import DiDAImageDecoder
+
+            self.image_decoder = DiDAImageDecoder.from_model_dir(model_dir, dida_passes)
         if vq_dir is None:   # the random-checkpoint / models/ convention: a sibling directory
             vq_dir = model_dir.parent / "Emu3.5-VisionTokenizer"
         self.model = load_lm(model_dir, device=device, dtype=dtype)
@@ -118,7 +128,7 @@ class Emu35Runtime:
                 on_image(rgb)
 
         result: GenerationResult = generate(self.model, cond, uncond, config, self.ids, self.tokenizer,
-                                            image_decoder=image_decoder, on_text=on_text, on_image=image_done,
+                                            image_decoder=image_decoder or self.image_decoder, on_text=on_text, on_image=image_done,
                                             cancel=cancel)
         segments = result.segments(self.tokenizer)
         images_iter = iter(decoded)
