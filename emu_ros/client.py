@@ -48,8 +48,10 @@ class EmuClient:
         """Use `node` (you spin it) or create an own node spun in a background single-threaded executor
         (a single thread: rclpy's ActionClient may drop feedback under a multi-threaded executor)."""
         self._own = node is None
+        self._inited = False
         if self._own and not rclpy.ok():
             rclpy.init()
+            self._inited = True
         self.node = node or Node("emu_client", namespace=namespace)
         prefix = f"/{namespace.strip('/')}" if namespace else ""
         self._bridge = f"{prefix}/{bridge}"
@@ -67,11 +69,12 @@ class EmuClient:
         self._status = GoalStatus.STATUS_UNKNOWN
         self._result = None
         self._error = (0, "")
-        self._executor = None
+        self._executor = self._spinner = None
         if self._own:
             self._executor = SingleThreadedExecutor()
             self._executor.add_node(self.node)
-            threading.Thread(target=self._executor.spin, name="emu_client_spin", daemon=True).start()
+            self._spinner = threading.Thread(target=self._spin, name="emu_client_spin", daemon=True)
+            self._spinner.start()
 
     # ------------------------------------------------------------------------------ status
     def wait_until_active(self, timeout: float = 30.0) -> bool:
@@ -172,9 +175,19 @@ class EmuClient:
         return self._wait(fut, timeout) and len(fut.result().goals_canceling) > 0
 
     def destroy(self) -> None:
+        """Stop the background executor, destroy the node, and shut rclpy down if we started it."""
         if self._executor is not None:
             self._executor.shutdown(timeout_sec=1.0)
+            self._spinner.join(timeout=2.0)
         self.node.destroy_node()
+        if self._inited:
+            rclpy.try_shutdown()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except Exception as e:  # noqa: BLE001 - context shut down under us: nothing left to spin
+            self.node.get_logger().debug(f"client executor stopped: {e}")
 
     # ------------------------------------------------------------------------------ internals
     def _on_plan(self, msg: PlanMsg) -> None:

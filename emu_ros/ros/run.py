@@ -4,7 +4,12 @@ For machines without a full ROS install (the PyPI wheels have no `launch`) and f
 the same parameter files as the launch files and configures + activates the guidance node itself:
 
     emu-ros run --profile aloha --backend emu35 --model-dir /data/Emu3.5 --vq-dir /data/Emu3.5-VisionTokenizer
-    emu-ros run --profile sim_aloha --backend scripted --params-file config/emu_ros.yaml
+    emu-ros run --profile sim_aloha --sim-task transfer_cube --sim-fault missed_grasp
+
+With a simulated profile (adapter kind `sim`) it also builds the MuJoCo ALOHA in-process: the arms
+behind the bridge's adapter, the cameras published on the real topics, `/joint_states` for rviz.
+Then send a goal: `ros2 action send_goal /emu_bridge/execute_task emu_ros/action/ExecuteTask
+"{instruction: 'transfer the cube', max_replans: -1}" --feedback` (or use emu_ros.client.EmuClient).
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dida-dir", default=None, help="DiDA-adapted weights directory")
     p.add_argument("--decoder", default=None, choices=["ar", "dida"], help="image decoder for emu35")
     p.add_argument("--device", default=None, help="torch device for emu35 (cuda, cpu)")
+    p.add_argument("--sim-task", default="transfer_cube", help="simulated profiles: transfer_cube | insertion")
+    p.add_argument("--sim-seed", type=int, default=0, help="simulated profiles: scene seed")
+    p.add_argument("--sim-fault", default="none", help="simulated profiles: none | missed_grasp | slip | abort | camera_dropout")
+    p.add_argument("--sim-out", default="~/.ros/emu_ros/sim", help="simulated profiles: where reference step images go")
     p.add_argument("--params-file", action="append", default=None,
                    help="ROS parameter YAML (repeatable; default: the package's config/emu_ros.yaml)")
     return p
@@ -48,12 +57,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, ros_args = build_parser().parse_known_args(argv)
     files = args.params_file or [str(config_dir() / "emu_ros.yaml")]
     rclpy.init(args=["emu-ros-run", *ros_args, "--ros-args", *sum((["--params-file", f] for f in files), [])])
-    guidance = GuidanceNode(parameter_overrides=overrides(args))
+    from pathlib import Path
+
+    from emu_ros.bridge.profile import load_profile
+
+    profile = load_profile(args.profile)
+    extra_nodes, bridge_kw, guidance_params, session = [], {}, overrides(args), None
+    if profile.adapter == "sim":
+        from emu_ros.ros.sim_nodes import SimCameraPublisher, SimSession
+
+        session = SimSession.create(args.sim_task, args.sim_seed, Path(args.sim_out).expanduser(), fault=args.sim_fault)
+        bridge_kw = dict(adapter=session.world.adapter, perception=session.world.perception,
+                         skill_executor=session.executor)
+        guidance_params.append(Parameter("task_dir", value=str(session.task_dir)))
+        extra_nodes.append(SimCameraPublisher(session.world))
+    guidance = GuidanceNode(parameter_overrides=guidance_params)
     try:
-        bridge = BridgeNode(parameter_overrides=[Parameter("profile", value=args.profile)])
+        bridge = BridgeNode(parameter_overrides=[Parameter("profile", value=args.profile)], **bridge_kw)
     except Exception as e:  # noqa: BLE001 - bad profile/adapter: say why, exit cleanly
         guidance.get_logger().fatal(f"emu_bridge cannot start: {e}")
-        guidance.destroy_node()
+        for n in [guidance, *extra_nodes]:
+            n.destroy_node()
         rclpy.try_shutdown()
         return 1
 
@@ -61,4 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if guidance.trigger_configure().name != "SUCCESS" or guidance.trigger_activate().name != "SUCCESS":
             guidance.get_logger().error("emu_guidance did not come up (see the errors above); the bridge keeps running")
 
-    return spin_nodes([guidance, bridge], threads=6, after=bring_up)
+    try:
+        return spin_nodes([guidance, bridge, *extra_nodes], threads=6, after=bring_up)
+    finally:
+        if session is not None:
+            session.close()
