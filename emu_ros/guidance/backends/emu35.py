@@ -11,9 +11,10 @@ written by `emu_ros.guidance.prompting.build_question` (task, finished steps, th
 why), with the current camera views as reference images.
 
 Modes: `ar` generates every image token autoregressively (official behaviour; minutes per image
-without a GPU). `dida` needs a parallel image decoder (`image_decoder=`, an
-`emu_ros.model.ImageDecoder`); the runtime defines that seam but ships no DiDA decoder yet, so
-`mode="dida"` without one fails at construction with a message saying so.
+without a GPU). `dida` decodes each image in a few parallel passes (`emu_ros.model.dida`): the runtime
+is built with `decoder="dida"` from DiDA-adapted weights (`dida_dir`, else `model_dir`), whose
+`dida_config.json` sets the noise type and passes; weights without it fail at construction with a
+message naming `python -m emu_ros.model.dida_train`. An explicit `image_decoder=` overrides this.
 """
 from __future__ import annotations
 
@@ -56,15 +57,17 @@ class Emu35WorldModel:
                  cameras: Optional[Sequence[str]] = None, max_input_images: int = 1,
                  steps_hint: Optional[int] = None, generation: Optional[dict] = None,
                  image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
-                 join_timeout_s: float = 10.0):
+                 join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None):
         mode = mode.lower()
         if mode not in ("ar", "dida"):
             raise ValueError(f"Emu3.5 mode must be 'ar' or 'dida', got {mode!r}")
         if task_type not in GUIDANCE_TASKS:
             raise ValueError(f"task_type must be one of {GUIDANCE_TASKS} (official templates), got {task_type!r}")
-        if mode == "dida" and image_decoder is None:
-            raise Emu35Unavailable("mode 'dida' needs a DiDA image decoder (image_decoder=, an emu_ros.model."
-                                   "ImageDecoder); emu_ros.model ships none yet — use mode 'ar' or pass one")
+        if mode == "dida" and image_decoder is None and runtime is not None \
+                and getattr(runtime, "image_decoder", None) is None:
+            raise Emu35Unavailable("mode 'dida' needs a DiDA image decoder: pass a runtime built with "
+                                   "decoder='dida', or image_decoder= (an emu_ros.model.ImageDecoder), or model_dir/"
+                                   "dida_dir of DiDA-adapted weights; or use mode 'ar'")
         self.name = f"emu35-{mode}"
         self.mode = mode
         self.task_type = task_type
@@ -77,6 +80,10 @@ class Emu35WorldModel:
         self.join_timeout_s = float(join_timeout_s)
         self._config = self._generation_config(dict(generation or {}))
         if runtime is None:
+            if mode == "dida" and dida_dir:
+                if vq_dir is None and model_dir:   # the adapted LM dir has no sibling tokenizer of its own
+                    vq_dir = str(Path(model_dir).parent / "Emu3.5-VisionTokenizer")
+                model_dir = dida_dir
             if not model_dir:
                 raise Emu35Unavailable("Emu3.5 backend needs model_dir (the downloaded BAAI/Emu3.5 directory; "
                                        "see models/README.md)")
@@ -89,7 +96,13 @@ class Emu35WorldModel:
                 raise ValueError(f"dtype {dtype!r} is not a torch dtype name (e.g. bfloat16, float32)")
             log.info("loading Emu3.5 from %s (vision tokenizer %s) on %s/%s", model_dir, vq_dir or "sibling dir",
                      device, dtype)
-            runtime = _runtime_class()(model_dir, vq_dir, device=device, dtype=torch_dtype)
+            extra = {"decoder": "dida", "dida_passes": dida_passes} if mode == "dida" and image_decoder is None else {}
+            try:
+                runtime = _runtime_class()(model_dir, vq_dir, device=device, dtype=torch_dtype, **extra)
+            except RuntimeError as e:
+                if type(e).__name__ == "DiDAAdaptationRequired":
+                    raise Emu35Unavailable(str(e)) from e
+                raise
         self.runtime = runtime
 
     def _generation_config(self, overrides: dict):
