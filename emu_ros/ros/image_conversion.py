@@ -60,7 +60,13 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     px = buf.reshape(h, w, channels)
     if order is None:
         return np.repeat(px, 3, axis=2) if enc in ("mono8", "8uc1") else px[:, :, 0].copy()
-    return np.ascontiguousarray(px[:, :, list(order)])
+    if order == (0, 1, 2):
+        return px[:, :, :3].copy()  # one contiguous copy (~0.1 ms at 640x480)
+    # Swapping channels: three strided plane copies beat a reversed-stride copy or fancy indexing.
+    out = np.empty((h, w, 3), np.uint8)
+    for dst, src in enumerate(order):
+        out[:, :, dst] = px[:, :, src]
+    return out
 
 
 def numpy_to_image(arr: np.ndarray, encoding: str = "rgb8", stamp: Optional[Any] = None, frame_id: str = "",
