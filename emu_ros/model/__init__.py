@@ -7,6 +7,8 @@ Public API (kept stable for the guidance engine and outside checks)::
     load_tokenizer(model_dir) -> Emu3Tokenizer
     write_random_checkpoint(out_dir, config="tiny", seed=0) -> Path
     Emu35Runtime(model_dir, vq_dir, device, dtype).generate_interleaved(prompt_text, images, task, ...)
+    Emu35Runtime(adapted_dir, ..., decoder="dida")      # parallel images (dida_config.json required)
+    DiDAImageDecoder.from_model_dir(adapted_dir)         # generate(..., image_decoder=...)
 """
 
 import importlib.abc
@@ -14,6 +16,7 @@ import importlib.util
 import sys
 
 from .configuration_emu3 import PRESETS, ConfigError, Emu3Config, preset_config
+from .dida import DiDAAdaptationRequired, DiDAConfig, DiDAError, DiDAImageDecoder, load_dida_config
 from .generation import (ARImageDecoder, DecodeSession, GenerationConfig, GenerationResult, ImageDecoder,
                          ModeState, SamplingParams, SpecialIds, cfg_logprobs, filter_logits, generate, sample,
                          task_config)
@@ -27,12 +30,13 @@ from .tokenizer import Emu3Tokenizer, TokenizerError, load_tokenizer
 from .vision_tokenizer import IBQ, IBQConfig, VisionTokenizerError, load_vision_tokenizer, resize_to_area
 
 __all__ = [
-    "ARImageDecoder", "CheckpointError", "ConfigError", "DecodeSession", "Emu35Runtime", "Emu3Config",
+    "ARImageDecoder", "CheckpointError", "ConfigError", "DecodeSession", "DiDAAdaptationRequired", "DiDAConfig",
+    "DiDAError", "DiDAImageDecoder", "Emu35Runtime", "Emu3Config",
     "Emu3ForCausalLM", "Emu3Tokenizer", "GenerationConfig", "GenerationResult", "IBQ", "IBQConfig",
     "ImageBlock", "ImageDecoder", "InterleavedOutput", "KVCache", "ModeState", "PRESETS", "SamplingParams",
     "Segment", "SpecialIds", "TASKS", "TokenizerError", "VisionTokenizerError", "build_prompt",
     "build_unconditional_prompt", "cfg_logprobs", "filter_logits", "generate", "image_string", "image_token_ids",
-    "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
+    "load_dida_config", "load_lm", "load_tokenizer", "load_vision_tokenizer", "parse_image_block", "parse_interleaved",
     "preset_config", "register_transformers", "resize_to_area", "sample", "task_config", "write_random_checkpoint",
 ]
 
