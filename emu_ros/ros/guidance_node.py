@@ -1,8 +1,11 @@
 """emu_guidance: the world model in a lifecycle node behind the `~/generate_plan` action.
 
 configure  load the robot profile and the world-model backend (the heavy load happens here)
-activate   subscribe to the profile's cameras, open `~/generate_plan`
-deactivate close both; cleanup/shutdown also free the model (and its GPU memory)
+activate   subscribe to the profile's cameras, accept `~/generate_plan` goals
+deactivate drop the subscriptions, reject goals; cleanup/shutdown also free the model (and GPU memory)
+
+The action server itself lives as long as the node and rejects goals unless the node is active:
+destroying an rclpy action server while a multi-threaded executor waits on it kills the executor.
 
 Publishes `~/plan` (reliable + transient local: late rviz/clients get the latest plan),
 `~/step_image` and `~/markers`. One plan at a time: a goal arriving while one is generating is
@@ -68,9 +71,12 @@ class GuidanceNode(LifecycleNode):
         declare(self, "frame_id", "world", "Frame of the step markers in rviz")
         self._busy = threading.Lock()
         self._group = ReentrantCallbackGroup()
-        self._subs, self._server = [], None
+        self._subs = []
         self._plan_pub = self._image_pub = self._marker_pub = None
         self._active = False
+        self._server = ActionServer(self, GeneratePlan, "~/generate_plan", execute_callback=self._execute,
+                                    goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
+                                    callback_group=self._group)
 
     # ---------------------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -98,9 +104,6 @@ class GuidanceNode(LifecycleNode):
             self._subs.append(self.create_subscription(
                 Image, cam.topic, lambda m, c=cam.name: self._on_image(c, m), qos_profile_sensor_data,
                 callback_group=self._group))
-        self._server = ActionServer(self, GeneratePlan, "~/generate_plan", execute_callback=self._execute,
-                                    goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
-                                    callback_group=self._group)
         self._active = True
         return super().on_activate(state)  # super() activates lifecycle entities (rclpy contract)
 
@@ -213,9 +216,6 @@ class GuidanceNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
-        if self._server is not None:
-            self._server.destroy()
-            self._server = None
 
     def _release(self) -> None:
         """Drop the model (and its GPU memory) and the publishers."""
