@@ -13,14 +13,13 @@ wall time per image, plus the AR path's accuracy after adaptation (should stay u
 
 Usage::
 
-    python -m emu_ros.bench.dida_quality --json /tmp/dida_quality.json      # ~7 min on 2 CPU cores
+    python -m emu_ros.bench.dida_quality --json /tmp/dida_quality.json      # ~9 min on 2 CPU cores
     python -m emu_ros.bench.dida_quality --noise mask --steps-ar 200 --steps-dida 100   # quicker look
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import random
@@ -36,7 +35,8 @@ import torch
 from emu_ros.bench.dida_task import MoveTask, Scene, pixel_mae, token_accuracy, valid
 from emu_ros.model.configuration_emu3 import PRESETS, Emu3Config
 from emu_ros.model.dida import DiDAConfig, DiDAImageDecoder
-from emu_ros.model.dida_train import DiDAObjective, DiDATrainConfig, TrainArgs, task_vocab, train_objective
+from emu_ros.model.dida_train import (DiDAObjective, DiDATrainConfig, TrainArgs, save_adapted, task_vocab,
+                                      train_objective)
 from emu_ros.model.generation import ARImageDecoder, GenerationConfig, SamplingParams, SpecialIds, generate
 from emu_ros.model.loading import load_lm
 from emu_ros.model.random_checkpoint import write_random_checkpoint
@@ -109,14 +109,42 @@ def train(lm, examples, steps: int, args: argparse.Namespace, train_cfg: DiDATra
             **{k: float(np.nanmean([h[k] for h in tail])) for k in ("loss", "noisy_ce", "text_ce", "visual_ce")}}
 
 
+def adapt_and_score(job: tuple) -> dict:
+    """DiDA-adapt the saved AR model with one noise type, decode the held-out prompts at every K."""
+    noise, ar_dir, args, scenes, passes = job
+    torch.set_num_threads(args.threads)
+    lm = load_lm(ar_dir, dtype=torch.float32)
+    tok = load_tokenizer(ar_dir)
+    ids, task = SpecialIds.from_tokenizer(tok), MoveTask(tok)
+    examples = [task.example(task.sample(random.Random(args.seed * 7919 + i)), random.Random(i))
+                for i in range(args.examples)]
+    image = SamplingParams(10240, 1.0, args.temperature)
+    d_args = argparse.Namespace(**{**vars(args), "lr": args.dida_lr})
+    entry = {"train": train(lm, examples, args.steps_dida, d_args,
+                            DiDATrainConfig(noise=noise, visual_weight=0.5, seed=args.seed + 1), f"DiDA-{noise}"),
+             "passes": {}}
+    for k in passes:
+        dcfg = DiDAConfig(noise=noise, passes=k)
+        preds, sec = decode_all(lm, task, scenes, lambda: DiDAImageDecoder(dcfg), ids, args.cfg, image, args.seed)
+        entry["passes"][str(k)] = {**score(preds, scenes), "forwards": k + 2, "ms_per_image": 1000 * sec}
+    preds, _ = decode_all(lm, task, scenes, ARImageDecoder, ids, args.cfg, image, args.seed)
+    entry["ar_after_adaptation"] = score(preds, scenes)
+    if args.out:
+        save_adapted(lm, lm.state_dict(), ar_dir, Path(args.out) / f"dida-{noise}" / "Emu3.5",
+                     DiDAConfig(noise=noise), torch.float32)
+    return entry
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m emu_ros.bench.dida_quality", description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--noise", choices=["both", "mask", "uniform"], default="both")
-    p.add_argument("--steps-ar", type=int, default=500)
-    p.add_argument("--steps-dida", type=int, default=300)
+    p.add_argument("--steps-ar", type=int, default=800)
+    p.add_argument("--steps-dida", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="AR training peak lr")
+    p.add_argument("--dida-lr", type=float, default=2e-3, help="adaptation peak lr")
+    p.add_argument("--jobs", type=int, default=2, help="processes for the per-noise adaptations (1 thread each)")
     p.add_argument("--examples", type=int, default=6000, help="distinct training scenes")
     p.add_argument("--eval", type=int, default=48, help="held-out deterministic prompts")
     p.add_argument("--eval-multi", type=int, default=32, help="held-out multi-answer prompts")
@@ -162,24 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         "cfg": args.cfg, "temperature": args.temperature, "eval_prompts": args.eval,
         "eval_multi_prompts": args.eval_multi, "ar": ar, "by_noise": {}}
 
-    # 2. DiDA adaptation of a copy, per noise type
+    # 2. DiDA adaptation of a copy, per noise type (one process per noise with --jobs 2: both CPU cores)
     noises = ["mask", "uniform"] if args.noise == "both" else [args.noise]
-    for noise in noises:
-        dlm = copy.deepcopy(lm)
-        d_train = train(dlm, examples, args.steps_dida, args,
-                        DiDATrainConfig(noise=noise, visual_weight=0.5, seed=args.seed + 1), f"DiDA-{noise}")
-        entry = {"train": d_train, "passes": {}}
-        for k in passes:
-            dcfg = DiDAConfig(noise=noise, passes=k)
-            preds, sec = decode_all(dlm, task, scenes, lambda: DiDAImageDecoder(dcfg), ids, args.cfg, image, args.seed)
-            entry["passes"][str(k)] = {**score(preds, scenes), "forwards": k + 2, "ms_per_image": 1000 * sec}
-        preds, _ = decode_all(dlm, task, scenes, ARImageDecoder, ids, args.cfg, image, args.seed)
-        entry["ar_after_adaptation"] = score(preds, scenes)
-        result["by_noise"][noise] = entry
-        if args.out:
-            from emu_ros.model.dida_train import save_adapted
-            save_adapted(dlm, dlm.state_dict(), root / "Emu3.5", work / f"dida-{noise}" / "Emu3.5",
-                         DiDAConfig(noise=noise), torch.float32)
+    ar_dir = save_adapted(lm, lm.state_dict(), root / "Emu3.5", work / "ar" / "Emu3.5", DiDAConfig(), torch.float32)
+    jobs = [(noise, ar_dir, args, scenes, passes) for noise in noises]
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+            entries = list(pool.map(adapt_and_score, jobs))
+    else:
+        entries = [adapt_and_score(job) for job in jobs]
+    result["by_noise"] = dict(zip(noises, entries))
 
     primary = noises[0]
     best = result["by_noise"][primary]["passes"]
