@@ -253,3 +253,23 @@ def test_objective_interface_for_finetune(lm32, tok, prompts):
     assert loss.ndim == 0 and bool(torch.isfinite(loss))
     assert metrics["noisy"] >= 1 and metrics["tokens"] == len(ids_) - len(prompts[0])
     assert objective.predictions.shape == (metrics["tokens"],)
+
+
+def test_self_distill_replaces_answer_images_with_teacher_samples(lm32, tok, ids, prompts):
+    from emu_ros.model.dida_train import self_distill
+
+    cond, uncond = prompts
+    ctx = image_token_ids(np.zeros((2, 2), int), tok)                       # a prompt image: left alone
+    answer = image_token_ids(np.full((2, 3), 7), tok) + [ids.eos]
+    ex = TrainExample(cond + ctx + answer, len(cond) + len(ctx), uncond + ctx + answer, len(uncond) + len(ctx))
+    a = self_distill(lm32, [ex], cfg_scale=3.0, seed=0)[0]
+    b = self_distill(lm32, [ex], cfg_scale=3.0, seed=0)[0]
+    assert a.ids == b.ids and a.ids[:ex.prompt_len] == ex.ids[:ex.prompt_len]
+    block = parse_image_block(a.ids[ex.prompt_len:-1], tok)
+    assert block is not None and block.codes.shape == (2, 3) and not np.array_equal(block.codes, np.full((2, 3), 7))
+    assert a.ids[-1] == ids.eos and a.uncond_ids[a.uncond_prompt_len:] == a.ids[a.prompt_len:]
+    # the teacher's sample is what the AR decoder draws for that context with the same seed and CFG
+    config = GenerationConfig(image=SamplingParams(10240, 1.0, 1.0), cfg_scale=3.0, seed=0, max_new_tokens=12)
+    session = DecodeSession(lm32, cond + ctx, uncond + ctx, config, ids)
+    codes = ARImageDecoder()(session, session.tensor([ids.boi] + ids.header_ids(2, 3) + [ids.img]), 2, 3)
+    assert np.array_equal(codes.numpy(), block.codes)
