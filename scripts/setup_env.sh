@@ -66,6 +66,11 @@ PIP=("$VPY" -m pip --disable-pip-version-check -q)
 STEP="install Python packages"
 req_hash="$(cat "$ROOT/scripts/requirements-dev.txt" "$ROOT/scripts/requirements-ros.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -c1-16)"
 stamp="$VENV/.emu_ros_requirements.$req_hash"
+# A stamp only counts if the key packages really import (an interrupted or tampered install).
+if [ -f "$stamp" ] && ! "$VPY" -c 'import torch, numpy, yaml, rclpy, mujoco, gym_aloha, safetensors, tiktoken, pyarrow, av, colcon_core' >/dev/null 2>&1; then
+  say "packages recorded as installed do not import: reinstalling"
+  rm -f "$stamp"
+fi
 if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.emu_ros_requirements.* "$READY"
   say "installing torch 2.13.0 (CPU wheel; never an unpinned torch, which pulls several GB of CUDA)"
@@ -81,7 +86,7 @@ else
   say "Python packages up to date (requirements unchanged)"
 fi
 "$VPY" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__' \
-  || fail "torch in .venv is not 2.13.0; delete .venv and re-run"
+  || fail "torch in .venv is not 2.13.0 (another package upgraded it?); delete .venv and re-run"
 
 # ---------------------------------------------------------------- 3. fix paths baked into the ROS wheels
 # The wheels were built under /opt/python/cp311-cp311 and carry that prefix in ~90 CMake/ament
