@@ -541,14 +541,19 @@ def main(argv: list[str] | None = None) -> int:
                       cond_dropout=args.cond_dropout, seed=args.seed)
     start = time.perf_counter()
     history = train_objective(objective, examples, targs, device, rank, world)
+    inner = getattr(objective, "module", objective)
     if world > 1 and args.fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(objective, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     else:
-        inner = getattr(objective, "module", objective)
-        inner.merge_vocab()
         state = inner.state_dict()
+    if "embed_sub" in state:       # compact-vocabulary training: write the trained rows into the full tables
+        vocab = inner.vocab.cpu()
+        state["lm.model.embed_tokens.weight"] = state["lm.model.embed_tokens.weight"].clone().cpu()
+        state["lm.lm_head.weight"] = state["lm.lm_head.weight"].clone().cpu()
+        state["lm.model.embed_tokens.weight"][vocab] = state["embed_sub"].cpu()
+        state["lm.lm_head.weight"][vocab] = state["head_sub"].cpu()
     state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
     if rank == 0:
         save_dtype = getattr(torch, args.save_dtype or lm.config.torch_dtype or "bfloat16")
