@@ -85,6 +85,15 @@ class MoveTask:
         return (self.tok.encode(build_prompt("vla", scene.question, [img])),
                 self.tok.encode(build_unconditional_prompt([img])))
 
+    def examples(self, count: int, seed: int) -> list[TrainExample]:
+        """count training examples; scene and answer choice come from one rng stream per example (a fresh
+        Random(i) for the choice would correlate it with the scene's first draw, i.e. with "multi")."""
+        out = []
+        for i in range(count):
+            rng = random.Random(seed * 1_000_003 + i)
+            out.append(self.example(self.sample(rng), rng))
+        return out
+
     def example(self, scene: Scene, rng: random.Random | None = None) -> TrainExample:
         """Prompt + next image + EOS (one valid target, drawn with rng for multi-answer scenes)."""
         target = scene.targets[(rng or random).randrange(len(scene.targets))]

@@ -489,8 +489,7 @@ def load_examples(args: argparse.Namespace, tok_dir: Path) -> list[TrainExample]
         from .tokenizer import load_tokenizer
 
         task = MoveTask(load_tokenizer(tok_dir))
-        return [task.example(task.sample(random.Random(args.seed * 1_000_003 + i))) for i in
-                range(args.synthetic_examples)]
+        return task.examples(args.synthetic_examples, args.seed)
     return read_jsonl(Path(args.data))
 
 

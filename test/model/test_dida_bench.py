@@ -47,3 +47,25 @@ def test_quality_bench_smoke(tmp_path):
     assert set(r["dida_token_acc"]) == {"1", "2"} and r["noise"] == "mask"
     assert set(r["by_noise"]) == {"mask", "uniform"} and 0.0 <= r["ar_token_acc"] <= 1.0
     assert "ar" in r["multi_answer_valid_rate"] and "dida_2" in r["multi_answer_valid_rate"]
+
+
+def test_multi_answer_training_targets_are_balanced(tok):
+    """Both valid answers of "sideways" prompts appear in training data (else it is a deterministic task)."""
+    task = MoveTask(tok)
+    exs = task.examples(400, seed=0)
+    left = right = 0
+    for ex in exs:
+        text = tok.decode(ex.ids[:ex.prompt_len])
+        if "sideways" not in text:
+            continue
+        answer = ex.ids[ex.prompt_len:]
+        answer_codes = [t for t in answer if tok.is_visual(t)]
+        assert len(answer_codes) == 36
+        # the block moved left if its colour id sits one cell left of where it was in the prompt image
+        prompt_img = [t for t in ex.ids[:ex.prompt_len] if tok.is_visual(t)]
+        moved = [i for i in range(36) if prompt_img[i] != answer_codes[i]]
+        src = next(i for i in moved if prompt_img[i] >= tok.visual_id(8))
+        dst = next(i for i in moved if i != src)
+        left += dst == src - 1
+        right += dst == src + 1
+    assert left + right > 50 and 0.3 < left / (left + right) < 0.7
