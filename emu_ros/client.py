@@ -115,18 +115,22 @@ class EmuClient:
                     self.node.get_logger().error(f"on_feedback raised {type(e).__name__}: {e}",
                                                  throttle_duration_sec=5.0)
 
-        send = self._client.send_goal_async(ExecuteTask.Goal(instruction=instruction, max_replans=int(max_replans)),
-                                            feedback_callback=feedback)
-        if not self._wait(send, server_timeout):
+        goal = ExecuteTask.Goal(instruction=instruction, max_replans=int(max_replans))
+        send = self._call(lambda: self._client.send_goal_async(goal, feedback_callback=feedback), server_timeout)
+        if send is None or not self._wait(send, server_timeout):
             self._error = (-2, "no answer to the goal")
             return False
         handle = send.result()
         if not handle.accepted:
             self._error = (-3, "goal rejected (empty instruction, or a task is already running)")
             return False
+        result = self._call(handle.get_result_async, server_timeout)  # ask at once: servers expire results
+        if result is None:
+            self._error = (-2, "could not request the result")
+            return False
         with self._lock:
             self._handle = handle
-            self._result_future = handle.get_result_async()  # ask at once: servers expire results
+            self._result_future = result
         return True
 
     def is_task_complete(self) -> bool:
@@ -171,8 +175,8 @@ class EmuClient:
             handle = self._handle
         if handle is None:
             return False
-        fut = handle.cancel_goal_async()
-        return self._wait(fut, timeout) and len(fut.result().goals_canceling) > 0
+        fut = self._call(handle.cancel_goal_async, timeout)
+        return fut is not None and self._wait(fut, timeout) and len(fut.result().goals_canceling) > 0
 
     def destroy(self) -> None:
         """Stop the background executor, destroy the node, and shut rclpy down if we started it."""
@@ -198,6 +202,25 @@ class EmuClient:
         with self._lock:
             self._handle = self._result_future = self._feedback = self._result = None
             self._status, self._error = GoalStatus.STATUS_UNKNOWN, (0, "")
+
+    def _call(self, fn, timeout: float):
+        """Run an ActionClient request on the executor thread and return what it returns.
+
+        rclpy's ActionClient registers the pending request after sending it: called from another
+        thread while the executor spins, a fast response can arrive first and be dropped.
+        """
+        if not self._own:
+            return fn()  # the caller spins the node from this thread
+        box, done = {}, threading.Event()
+
+        def run():
+            try:
+                box["v"] = fn()
+            finally:
+                done.set()
+
+        self._executor.create_task(run)
+        return box.get("v") if done.wait(timeout) else None
 
     def _wait(self, fut, timeout: float) -> bool:
         if self._own:

@@ -30,7 +30,7 @@ from emu_ros.guidance.camera_hub import CameraHub
 from emu_ros.guidance.types import CancelToken
 from emu_ros.ros.adapters import make_adapter
 from emu_ros.ros.image_conversion import ImageConversionError, empty_image, image_to_numpy, numpy_to_image
-from emu_ros.ros.node_utils import declare, in_thread, param, spin_nodes
+from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
 
 #: Runner event → ExecuteTask feedback phase.
@@ -70,7 +70,8 @@ class BridgeNode(Node):
         self._busy = threading.Lock()
         self._server = ActionServer(self, ExecuteTask, "~/execute_task", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
-                                    callback_group=self._group)
+                                    callback_group=self._group,
+                                    goal_service_qos_profile=GOAL_SERVICE_QOS, cancel_service_qos_profile=GOAL_SERVICE_QOS)
         self.get_logger().info(f"ready: profile {self.profile.name}, adapter {getattr(self.adapter, 'name', '?')}, "
                                f"planner {self.planner.action_name}")
 

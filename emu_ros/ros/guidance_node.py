@@ -37,7 +37,7 @@ from emu_ros.msg import Plan as PlanMsg
 from emu_ros.ros.conversions import (history_from_msgs, observation_images_from_msgs, plan_markers, plan_to_msg,
                                      step_to_msg)
 from emu_ros.ros.image_conversion import ImageConversionError, image_to_numpy, numpy_to_image
-from emu_ros.ros.node_utils import declare, in_thread, param, spin_nodes
+from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -65,6 +65,10 @@ class GuidanceNode(LifecycleNode):
         declare(self, "decoder", "dida", "Image decoder for emu35: 'ar' or 'dida'")
         declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu)")
         declare(self, "dtype", "bfloat16", "Torch dtype for emu35 weights")
+        declare(self, "max_new_tokens", 4096, "emu35: generation budget per plan (text + image tokens)", int_range=(16, 65536))
+        declare(self, "image_area", 0, "emu35: pixel area camera views are resized to (0 = the official 518,400)",
+                int_range=(0, 4194304))
+        declare(self, "seed", -1, "emu35: sampling seed (-1 = a new seed per plan)", int_range=(-1, 2**31 - 1))
         declare(self, "task_dir", "", "Directory of scripted task files (default: the package's config/tasks)")
         declare(self, "max_steps", 12, "Longest plan accepted", int_range=(1, 64))
         declare(self, "plan_cameras", [""], "Cameras whose views go into the prompt (empty: all required cameras)")
@@ -76,7 +80,8 @@ class GuidanceNode(LifecycleNode):
         self._active = False
         self._server = ActionServer(self, GeneratePlan, "~/generate_plan", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=lambda _g: CancelResponse.ACCEPT,
-                                    callback_group=self._group)
+                                    callback_group=self._group,
+                                    goal_service_qos_profile=GOAL_SERVICE_QOS, cancel_service_qos_profile=GOAL_SERVICE_QOS)
 
     # ---------------------------------------------------------------------------- lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -208,9 +213,13 @@ class GuidanceNode(LifecycleNode):
         if backend.startswith("scripted"):
             task_dir = param(self, "task_dir") or str(config_dir() / "tasks")
             return {"task_dir": Path(task_dir)}
-        return {"model_dir": param(self, "model_dir"), "vq_dir": param(self, "vq_dir"),
+        generation = {"max_new_tokens": param(self, "max_new_tokens")}
+        if param(self, "seed") >= 0:
+            generation["seed"] = param(self, "seed")
+        return {"model_dir": param(self, "model_dir"), "vq_dir": param(self, "vq_dir") or None,
                 "dida_dir": param(self, "dida_dir") or None, "mode": param(self, "decoder"),
-                "device": param(self, "device"), "dtype": param(self, "dtype")}
+                "device": param(self, "device"), "dtype": param(self, "dtype"),
+                "image_area": param(self, "image_area") or None, "generation": generation}
 
     def _close_io(self) -> None:
         for s in self._subs:

@@ -8,7 +8,13 @@ from typing import Any, Callable, Optional, Sequence
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rclpy.task import Future
+
+
+#: Goal/cancel service queues deep enough that a burst of goals is answered (rejected) rather than
+#: silently dropped by DDS (the default service depth is 10).
+GOAL_SERVICE_QOS = QoSProfile(depth=256, reliability=QoSReliabilityPolicy.RELIABLE)
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False,

@@ -187,3 +187,80 @@ def test_bad_profile_or_backend_fails_configure_cleanly(spin):
     node2 = GuidanceNode(node_name="emu_guidance_bad2", parameter_overrides=[Parameter("backend", value="gpt9")])
     spin(node2)
     assert go(node2, "configure") == "unconfigured"
+
+
+def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_path, wait_for):
+    """The real Emu3.5 runtime (random tiny weights) behind the node: a plan on ~/plan, sourced emu35-ar."""
+    pytest.importorskip("torch")
+    from emu_ros.model import write_random_checkpoint
+
+    write_random_checkpoint(tmp_path / "ck", "tiny", seed=0)
+    node = GuidanceNode(node_name="emu_guidance", parameter_overrides=[
+        Parameter("profile", value="aloha"), Parameter("backend", value="emu35"),
+        Parameter("model_dir", value=str(tmp_path / "ck" / "Emu3.5")), Parameter("decoder", value="ar"),
+        Parameter("device", value="cpu"), Parameter("dtype", value="float32"), Parameter("image_area", value=4096),
+        Parameter("max_new_tokens", value=200), Parameter("seed", value=0)])
+    spin(node)
+    assert go(node, "configure") == "inactive" and go(node, "activate") == "active"
+    bag = write_bag(tmp_path / "bag", frames=6)
+    pub_node, client_node = Node("bag_replayer_tiny"), Node("plan_client_tiny")
+    got = []
+    client_node.create_subscription(PlanMsg, "/emu_guidance/plan", got.append, LATCHED)
+    spin(pub_node)
+    spin(client_node, single=True)
+    replay(pub_node, bag)
+    out, _ = send(client_node, GeneratePlan.Goal(instruction="transfer the cube"), timeout=120)
+    r = out["result"]
+    assert r.status == 4, r.result.message  # seed 0 decodes to text-only steps (random weights)
+    assert r.result.plan.source == "emu35-ar" and 1 <= len(r.result.plan.steps) <= 12
+    assert wait_for(lambda: got and got[-1].plan_id == r.result.plan.plan_id)
+    assert go(node, "deactivate") == "inactive" and go(node, "cleanup") == "unconfigured"
+    assert node.engine is None, "cleanup frees the model"
+
+
+class _ExplodingModel:
+    name = "exploding-test-model"
+
+    def plan(self, request, cancel=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+        yield  # pragma: no cover - makes this a generator like real backends
+
+
+def test_model_exception_rapid_goals_and_shutdown_mid_goal(guidance, spin, wait_for):
+    assert go(guidance, "configure") == "inactive" and go(guidance, "activate") == "active"
+    client_node = Node("plan_client_faults")
+    pub = client_node.create_publisher(Image, CAM_TOPIC, qos_profile_sensor_data)
+    client_node.create_timer(0.05, lambda: pub.publish(numpy_to_image(np.full((48, 64, 3), 80, np.uint8))))
+    spin(client_node, single=True)
+    assert wait_for(lambda: guidance.hub.status()[0].received > 0)
+    # 1) the backend raising is an aborted goal with the message; the node stays active
+    real_model = guidance.engine.world_model
+    guidance.engine.world_model = _ExplodingModel()
+    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    assert out["result"].status == 6 and "illegal memory access" in out["result"].result.message
+    # 2) 200 rapid goals while a slow plan runs: all but the running one are rejected, none crashes
+    from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+
+    guidance.engine.world_model = ScriptedWorldModel(task_dir=TASKS, step_delay_s=0.5)
+    from emu_ros.ros.node_utils import GOAL_SERVICE_QOS
+
+    client = ActionClient(client_node, GeneratePlan, "/emu_guidance/generate_plan", goal_service_qos_profile=GOAL_SERVICE_QOS)
+    assert client.wait_for_server(timeout_sec=5)
+    first = client.send_goal_async(GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    assert wait_for(lambda: first.done() and first.result().accepted)
+    futs = []
+
+    def burst():  # from the client's executor thread: rclpy's ActionClient is not safe to call from others
+        timer.cancel()
+        futs.extend(client.send_goal_async(GeneratePlan.Goal(instruction="pick up the red cube")) for _ in range(200))
+
+    timer = client_node.create_timer(0.01, burst)
+    assert wait_for(lambda: len(futs) == 200)
+    assert wait_for(lambda: all(f.done() for f in futs), timeout=60), f"{sum(f.done() for f in futs)}/200 answered"
+    assert sum(f.result().accepted for f in futs) == 0, "one plan at a time: the others are rejected"
+    # 3) deactivate/shutdown while the plan is generating: the goal ends (canceled or aborted), node finalizes
+    res = first.result().get_result_async()
+    assert go(guidance, "deactivate") == "inactive"
+    assert wait_for(lambda: res.done(), timeout=20) and res.result().status in (5, 6)
+    guidance.engine.world_model = real_model
+    assert go(guidance, "shutdown") == "finalized"
