@@ -113,7 +113,11 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
     from emu_ros.ros.sim_nodes import SimCameraPublisher, wait_until
 
     backend, settings = backend_settings(args)
-    rclpy.init()
+    # Ctrl-C must reach us as KeyboardInterrupt (cancel the task, write the report) instead of
+    # rclpy's handler shutting the context down under the running nodes.
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     params = [Parameter("profile", value="sim_aloha"), Parameter("backend", value=backend),
               Parameter("task_dir", value=str(session.task_dir))]
     params += [Parameter(k, value=v) for k, v in settings.items() if k in ("model_dir", "vq_dir", "device")]
@@ -146,6 +150,7 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
         if not client.execute_task(session.instruction, max_replans=args.max_replans, on_feedback=on_feedback):
             raise RuntimeError(f"ExecuteTask not accepted: {client.get_task_error()[1]}")
         try:
+            result = TaskResult.UNKNOWN
             result = client.wait_for_result(args.timeout)
             if result is TaskResult.UNKNOWN:
                 progress.bar.write(f"no result within {args.timeout:.0f} s: canceling")

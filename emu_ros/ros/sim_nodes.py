@@ -40,6 +40,9 @@ class SimCameraPublisher(Node):
         self.streamer.subscribed = {name for name, pub in self._pubs.items() if pub.get_subscription_count() > 0}
 
     def _publish_frame(self, frame: CameraFrame) -> None:
+        if not self.context.ok():  # shutting down: stop rendering instead of failing every frame
+            self.streamer.subscribed = set()
+            return
         msg = numpy_to_image(frame.image, "rgb8", stamp=self.get_clock().now().to_msg(), frame_id=f"{frame.camera}_optical")
         self._pubs[frame.camera].publish(msg)
 
