@@ -191,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                      args.text_tokens, args.cfg, device, seed=1)                      # warm-up, excluded
             times = one_step(model, vq, ids, prompts, decoders[name](), grid, args.text_tokens, args.cfg, device,
                              seed=0)
+            forwards = args.passes + 2 if name == "dida" else 1 + grid * grid     # header [+ passes + commit]
+            times["image_forwards"] = forwards
             result[name] = times
             result[f"{name}_step_s"], result[f"{name}_image_s"] = times["step_s"], times["image_s"]
             print(f"{name:>4}: step {times['step_s']:.3f} s = prefill {times['prefill_s']:.3f} + text "
-                  f"{times['text_s']:.3f} + image {times['image_s']:.3f} + vision decode {times['vision_decode_s']:.3f}",
+                  f"{times['text_s']:.3f} + image {times['image_s']:.3f} ({forwards} forwards, "
+                  f"{1000 * times['image_s'] / forwards:.1f} ms each) + vision decode {times['vision_decode_s']:.3f}",
                   flush=True)
     if result["ar_image_s"] and result["dida_image_s"]:
         result["image_ratio"] = result["dida_image_s"] / result["ar_image_s"]
