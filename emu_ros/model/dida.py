@@ -75,6 +75,9 @@ class DiDAConfig:
     """Mask schedule gamma(r): fraction still masked after a fraction r of the passes (cosine = cos(pi r / 2))."""
     choice_temperature: float = 4.5
     """Gumbel noise scale on the confidences, annealed linearly to 0 (MaskGIT ports use 4.5; 0 = greedy order)."""
+    cfg_until: float = 1.0
+    """CFG on the passes before this fraction of K, cond row only after (URSA's guidance_trunc, 0.9 there):
+    the late passes cost half. 1.0 = CFG every pass (the default, like AR decoding)."""
     time_shift: float = 1.0
     """URSA's timestep shift lambda for the uniform path (t' = t / (t + lambda (1 - t))); 1 = none."""
     training: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +90,8 @@ class DiDAConfig:
             raise DiDAError(f"dida_config schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not isinstance(self.passes, int) or self.passes < 1:
             raise DiDAError(f"dida_config passes must be a positive integer, got {self.passes!r}")
+        if not 0.0 <= self.cfg_until <= 1.0:
+            raise DiDAError(f"dida_config cfg_until must be in [0, 1], got {self.cfg_until}")
         if self.time_shift <= 0 or self.choice_temperature < 0:
             raise DiDAError(f"dida_config time_shift must be > 0 and choice_temperature >= 0, got "
                             f"{self.time_shift}, {self.choice_temperature}")
@@ -161,14 +166,14 @@ def image_block(session: DecodeSession, height: int, width: int) -> tuple[Tensor
 
 
 @torch.no_grad()
-def visual_scores(session: DecodeSession, block: Tensor, read: Tensor) -> Tensor:
+def visual_scores(session: DecodeSession, block: Tensor, read: Tensor, rows: int | None = None) -> Tensor:
     """One pass: visual-token logits [rows, N, codebook] at block indices ``read`` (fp32).
 
     The block is placed after every row's current position, causal to the prefix and bidirectional
     inside (``block=True``); positions do not move, its cache entries are scratch. Only the visual
     rows of lm_head are applied, and only at visual slots.
     """
-    rows, t = session.rows, block.shape[0]
+    rows, t = rows or session.rows, block.shape[0]
     if max(session.pos[:rows]) + t > session.max_seq:
         raise RuntimeError(f"KV cache of {session.max_seq} positions is full")
     input_pos = session.pos_dev[:rows, None] + torch.arange(t, device=session.device)           # [rows, T]
@@ -185,7 +190,7 @@ def guided_scores(session: DecodeSession, scores: Tensor) -> Tensor:
     Log-softmax over the visual slice instead of the full vocabulary shifts each position's scores
     by a constant, which changes no sampled token, ranking or renormalised probability.
     """
-    if session.rows == 2:
+    if scores.shape[0] == 2:
         return cfg_logprobs(scores[0], scores[1], session.config.cfg_scale)
     return scores[0]
 
@@ -263,6 +268,13 @@ class DiDAImageDecoder:
         self.stats.forwards += 1
         return codes.view(height, width)
 
+    def _score(self, session: DecodeSession, block: Tensor, index: Tensor, i: int) -> Tensor:
+        """Guided visual scores [N, codebook] of pass i (0-based): CFG rows while i / K < cfg_until."""
+        rows = session.rows if i < self.config.cfg_until * self.passes else 1
+        self.stats.passes += 1
+        self.stats.forwards += 1
+        return guided_scores(session, visual_scores(session, block, index, rows))
+
     def _mask_passes(self, session: DecodeSession, block: Tensor, index: Tensor,
                      cancel: Callable[[], bool] | None) -> Tensor | None:
         """MaskGIT: commit the most confident predictions each pass; committed codes are final."""
@@ -277,9 +289,7 @@ class DiDAImageDecoder:
                 break
             if cancel is not None and cancel():
                 return None
-            scores = guided_scores(session, visual_scores(session, block, index))            # [N, codebook]
-            self.stats.passes += 1
-            self.stats.forwards += 1
+            scores = self._score(session, block, index, k - 1)                                # [N, codebook]
             sampled, conf = sample_slots(scores, session.config.image, session.generator)
             r = k / self.passes
             if self.config.choice_temperature > 0 and k < self.passes:
@@ -309,9 +319,7 @@ class DiDAImageDecoder:
             if cancel is not None and cancel():
                 return None
             block[slots] = codes + first
-            scores = guided_scores(session, visual_scores(session, block, index))
-            self.stats.passes += 1
-            self.stats.forwards += 1
+            scores = self._score(session, block, index, i)
             x1, _ = sample_slots(scores, session.config.image, gen)
             if i == self.passes - 1:
                 codes = x1

@@ -273,3 +273,16 @@ def test_self_distill_replaces_answer_images_with_teacher_samples(lm32, tok, ids
     session = DecodeSession(lm32, cond + ctx, uncond + ctx, config, ids)
     codes = ARImageDecoder()(session, session.tensor([ids.boi] + ids.header_ids(2, 3) + [ids.img]), 2, 3)
     assert np.array_equal(codes.numpy(), block.codes)
+
+
+@pytest.mark.parametrize("noise", ["mask", "uniform"])
+def test_cfg_until_zero_is_decoding_without_cfg(lm32, tok, ids, prompts, noise):
+    """cfg_until=0 runs every pass on the cond row only: same codes as a session without CFG; 1.0 differs."""
+    def codes(cfg_scale, cfg_until):
+        config = GenerationConfig(cfg_scale=cfg_scale, image_size=(3, 3), force_image_after=0, max_images=1,
+                                  max_new_tokens=20, seed=4)
+        dec = DiDAImageDecoder(DiDAConfig(noise=noise, cfg_until=cfg_until), passes=3)
+        return generate(lm32, *prompts, config, ids, tok, image_decoder=dec).images[0]
+    plain = codes(1.0, 1.0)
+    assert np.array_equal(codes(3.0, 0.0), plain)
+    assert not np.array_equal(codes(30.0, 1.0), plain)
