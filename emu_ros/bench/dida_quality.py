@@ -102,9 +102,8 @@ def train(lm, examples, steps: int, args: argparse.Namespace, train_cfg: DiDATra
     lm.requires_grad_(True)
     objective = DiDAObjective(lm, train=train_cfg, vocab=task_vocab(examples, lm.config))
     start = time.perf_counter()
-    history = train_objective(objective, examples, TrainArgs(steps=steps, batch_size=args.batch_size, lr=args.lr,
-                                                              warmup=20, cond_dropout=0.1, seed=args.seed), torch.device("cpu"),
-                              desc=desc)
+    targs = TrainArgs(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup=20, cond_dropout=0.1, seed=args.seed)
+    history = train_objective(objective, examples, targs, torch.device("cpu"), desc=desc)
     objective.merge_vocab()
     lm.requires_grad_(False).eval()
     tail = history[-20:]
@@ -227,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(result: dict) -> None:
     """One line per decoder."""
-    head = f"{'decoder':<16}{'token acc':>10}{'exact':>8}{'pixel MAE':>11}{'multi valid':>13}{'forwards':>10}{'ms/image':>10}"
+    head = (f"{'decoder':<16}{'token acc':>10}{'exact':>8}{'pixel MAE':>11}{'multi valid':>13}{'forwards':>10}"
+            f"{'ms/image':>10}")
     print(f"\nDiDA quality, {result['task']}, CFG {result['cfg']}, T={result['temperature']}, "
           f"{result['eval_prompts']} + {result['eval_multi_prompts']} held-out prompts")
     print(head)

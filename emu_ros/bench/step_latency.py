@@ -74,7 +74,8 @@ def image_ids(ids: SpecialIds, codes: np.ndarray) -> list[int]:
     return out
 
 
-def build_prompts(ids: SpecialIds, grid: int, question_tokens: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+def build_prompts(ids: SpecialIds, grid: int, question_tokens: int,
+                  rng: np.random.Generator) -> tuple[list[int], list[int]]:
     """Token ids shaped like the official vla cond/uncond prompts with one camera image of grid x grid tokens."""
     camera = image_ids(ids, rng.integers(0, ids.codebook_size, (grid, grid)))
     text = lambda n: rng.integers(1000, 100000, n).tolist()          # noqa: E731  plain BPE ids
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     n_params = config.num_parameters()
     weight_bytes = n_params * torch.empty((), dtype=dtype).element_size()
     if device.type == "cpu" and args.config == "full":
-        print("refusing: the full config needs ~68 GB of bf16 weights; run it on a GPU (--device cuda)", file=sys.stderr)
+        print("refusing: the full config needs ~68 GB of bf16 weights; run it on a GPU (--device cuda)",
+              file=sys.stderr)
         return 2
     t = time.perf_counter()
     model = random_model(config, device, dtype)

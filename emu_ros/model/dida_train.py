@@ -241,7 +241,8 @@ class DiDAObjective(nn.Module):
     def batch(self, input_ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, list[RowLayout]]:
         """Noisy copies appended per row, padded to one length: tokens, positions, mask [B, 1, S, S], rows."""
         ids_cpu, labels_cpu = input_ids.cpu().tolist(), labels.cpu().tolist()
-        rows = [layout_row(i, l, self.lm.config, self.train_config, self.generator) for i, l in zip(ids_cpu, labels_cpu)]
+        rows = [layout_row(i, lab, self.lm.config, self.train_config, self.generator)
+                for i, lab in zip(ids_cpu, labels_cpu)]
         total = max(len(r.tokens) for r in rows)
         pad = self.lm.config.pad_token_id
         tokens = torch.tensor([r.tokens + [pad] * (total - len(r.tokens)) for r in rows])
@@ -299,7 +300,8 @@ class DiDAObjective(nn.Module):
 
 
 # --------------------------------------------------------------------------------------- data
-def collate(examples: list[TrainExample], pad_id: int, rng: random.Random, cond_dropout: float) -> tuple[Tensor, Tensor]:
+def collate(examples: list[TrainExample], pad_id: int, rng: random.Random,
+            cond_dropout: float) -> tuple[Tensor, Tensor]:
     """(input_ids, labels) [B, T], right-padded; the uncond twin is used with probability cond_dropout."""
     seqs = []
     for ex in examples:
@@ -535,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                 fully_shard(layer)
             fully_shard(objective)
         else:
-            objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
+            device_ids = [device] if device.type == "cuda" else None
+            objective = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
     targs = TrainArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                       cond_dropout=args.cond_dropout, seed=args.seed)
     start = time.perf_counter()

@@ -128,7 +128,8 @@ class Emu35Runtime:
                 on_image(rgb)
 
         result: GenerationResult = generate(self.model, cond, uncond, config, self.ids, self.tokenizer,
-                                            image_decoder=image_decoder or self.image_decoder, on_text=on_text, on_image=image_done,
+                                            image_decoder=image_decoder or self.image_decoder, on_text=on_text,
+                                            on_image=image_done,
                                             cancel=cancel)
         segments = result.segments(self.tokenizer)
         images_iter = iter(decoded)
