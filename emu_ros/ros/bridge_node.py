@@ -67,6 +67,7 @@ class BridgeNode(Node):
         self.executor_ = skill_executor or ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
         self.monitor = StepMonitor(self.profile)
         self.runner: Optional[TaskRunner] = None
+        self._token: Optional[CancelToken] = None
         self._busy = threading.Lock()
         self._server = ActionServer(self, ExecuteTask, "~/execute_task", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
@@ -79,6 +80,20 @@ class BridgeNode(Node):
         cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"))
         return TaskRunner(self.planner, self.mapper, self.executor_, self.adapter, self.monitor, image_source=self.hub,
                           config=cfg, log_root=Path(param(self, "log_dir")).expanduser())
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Cancel the running task (if any) and wait until its thread is done; True when idle.
+
+        Call at shutdown before tearing down what the adapter drives (e.g. the simulator), so no
+        task thread keeps moving arms through freed resources.
+        """
+        token = self._token
+        if token is not None:
+            token.cancel("node shutting down")
+        if self._busy.acquire(timeout=timeout):
+            self._busy.release()
+            return True
+        return False
 
     # ---------------------------------------------------------------------------- callbacks
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -101,9 +116,9 @@ class BridgeNode(Node):
         return GoalResponse.ACCEPT
 
     def _on_cancel(self, handle) -> CancelResponse:
-        runner = self.runner
-        if runner is not None:
-            runner.cancel("canceled by the ExecuteTask client")
+        token = self._token
+        if token is not None:  # set before the runner exists: a cancel right after acceptance is never lost
+            token.cancel("canceled by the ExecuteTask client")
         return CancelResponse.ACCEPT
 
     async def _execute(self, handle):
@@ -113,13 +128,13 @@ class BridgeNode(Node):
             result.message = "busy: another task is running"
             return result
         try:
+            self._token = token = CancelToken()
+            if handle.is_cancel_requested:
+                token.cancel("canceled before start")
             req = handle.request
             replans = param(self, "max_replans") if req.max_replans < 0 else int(req.max_replans)
             self.runner = runner = self.make_runner(replans)
             runner.add_listener(lambda e: self._feedback(handle, e))
-            token = CancelToken()
-            if handle.is_cancel_requested:
-                token.cancel("canceled before start")
             try:
                 outcome = await in_thread(self, lambda: runner.run(req.instruction, cancel=token), name="emu_bridge_task")
             except BaseException as e:  # noqa: BLE001 - the runner never raises for task failures; report anything else
@@ -127,7 +142,7 @@ class BridgeNode(Node):
                 handle.abort()
                 return result
         finally:
-            self.runner = None
+            self.runner = self._token = None
             self._busy.release()
         result.success = outcome.success
         result.steps_completed = outcome.steps_done

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from emu_ros.action import GeneratePlan
 from emu_ros.bridge.profile import config_dir, load_profile
+from emu_ros.bridge.protocols import CameraUnavailable
 from emu_ros.guidance.backends import make_world_model
 from emu_ros.guidance.camera_hub import CameraHub
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
@@ -73,6 +75,8 @@ class GuidanceNode(LifecycleNode):
         declare(self, "max_steps", 12, "Longest plan accepted", int_range=(1, 64))
         declare(self, "plan_cameras", [""], "Cameras whose views go into the prompt (empty: all required cameras)")
         declare(self, "frame_id", "world", "Frame of the step markers in rviz")
+        declare(self, "camera_wait_s", 3.0, "How long a plan request waits for fresh frames of missing/stale cameras "
+                "before failing (e.g. right after start-up)", float_range=(0.0, 60.0))
         self._busy = threading.Lock()
         self._group = ReentrantCallbackGroup()
         self._subs = []
@@ -187,6 +191,8 @@ class GuidanceNode(LifecycleNode):
             return "error", f"bad goal: {e}", None
         frame = param(self, "frame_id")
         token = _CancelWatch(handle)
+        if not len(req.images):
+            self._wait_for_cameras(param(self, "camera_wait_s"), token.token)
         try:
             plan = engine.plan(req.instruction, history=history, revision=int(req.revision),
                                on_step=lambda s: handle.publish_feedback(GeneratePlan.Feedback(step=step_to_msg(s, frame))),
@@ -202,6 +208,16 @@ class GuidanceNode(LifecycleNode):
         return "ok", f"{len(plan.steps)} steps from {plan.source}", plan
 
     # ---------------------------------------------------------------------------- helpers
+    def _wait_for_cameras(self, timeout: float, cancel) -> None:
+        """Give missing or stale cameras a moment (start-up, a driver restart); the engine then decides."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cancel.cancelled:
+            try:
+                self.hub.observe(self.engine.config.cameras)
+                return
+            except CameraUnavailable:
+                time.sleep(0.05)
+
     def _publish_plan(self, plan) -> None:
         frame = param(self, "frame_id")
         self._plan_pub.publish(plan_to_msg(plan, frame))

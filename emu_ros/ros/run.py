@@ -14,6 +14,7 @@ Then send a goal: `ros2 action send_goal /emu_bridge/execute_task emu_ros/action
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Optional, Sequence
 
 import rclpy
@@ -88,5 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return spin_nodes([guidance, bridge, *extra_nodes], threads=6, after=bring_up)
     finally:
+        if not bridge.stop(10.0):
+            logging.getLogger("emu_ros.run").warning("a task was still running after 10 s at shutdown")
         if session is not None:
             session.close()
