@@ -267,7 +267,8 @@ def test_missed_grasp_is_unfinished_and_replanned(system):
 def test_cancel_mid_step_cancels_the_arm_goal(system, wait_for):
     robot, _, send = system()
     robot.mode["arm"] = "hang"
-    out, fb = send(cancel_after=lambda fb: wait_for(lambda: any(f.phase == "executing" for f in fb), 20))
+    # cancel once a trajectory goal is really in flight at the controller (mid-step)
+    out, fb = send(cancel_after=lambda fb: wait_for(lambda: len(robot.trajectories) > 0, 20))
     assert out["result"].status == 5, out["result"].result.message  # CANCELED
     assert wait_for(lambda: robot.canceled >= 1), "the arm goal was canceled at the controller"
 
