@@ -180,11 +180,10 @@ class SimWorld:
         self.sim.tick_hooks.clear()
 
 
-def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> EpisodeResult:
-    """Run one seeded episode with the standalone loop; see the module docstring."""
+def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
+    """World reset to the seed, task, labelled scripted planner, mapped step calls and fault injector."""
     from emu_ros.guidance.backends.scripted import ScriptedWorldModel
 
-    t0 = time.monotonic()
     world = world or SimWorld(cfg.task, cfg.profile, cfg.camera_size)
     world.reset(cfg.seed)
     tdef = task_def(cfg.task)
@@ -193,9 +192,15 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
         out = Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}"
         plan_file = write_reference_plan(cfg.task, cfg.seed, out, camera=cfg.camera)
     planner = ScriptedWorldModel(task_files=[plan_file])
-    base_steps = planner.find(tdef.instruction).steps
-    calls = [world.mapper.map(s.text).call for s in base_steps]
+    calls = [world.mapper.map(s.text).call for s in planner.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
+    return world, tdef, planner, calls, injector
+
+
+def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> EpisodeResult:
+    """Run one seeded episode with the standalone loop; see the module docstring."""
+    t0 = time.monotonic()
+    world, tdef, planner, calls, injector = _prepare(cfg, world)
     res = EpisodeResult(task=cfg.task, seed=cfg.seed, fault=cfg.fault.kind, replan=cfg.replan, success=False,
                         max_reward=0.0, replans=0, step_runs=0, stopped="done", backend=planner.name,
                         perception=world.perception.name, fault_step=injector.target if injector.target is not None else -1)
@@ -294,20 +299,10 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
     """
     from emu_ros.bridge.monitor import StepMonitor
     from emu_ros.bridge.runner import RunnerConfig, TaskRunner
-    from emu_ros.guidance.backends.scripted import ScriptedWorldModel
     from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 
     t0 = time.monotonic()
-    world = world or SimWorld(cfg.task, cfg.profile, cfg.camera_size)
-    world.reset(cfg.seed)
-    tdef = task_def(cfg.task)
-    plan_file = task_file(cfg.task)
-    if cfg.step_images:
-        plan_file = write_reference_plan(cfg.task, cfg.seed, Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}",
-                                         camera=cfg.camera)
-    backend = ScriptedWorldModel(task_files=[plan_file])
-    calls = [world.mapper.map(s.text).call for s in backend.find(tdef.instruction).steps]
-    injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
+    world, tdef, backend, calls, injector = _prepare(cfg, world)
     engine = GuidanceEngine(backend, world.images, EngineConfig(cameras=(cfg.camera,)))
     settle = world.profile.tolerances.settle_s if cfg.settle_s is None else cfg.settle_s
     executor = _SimSettle(FaultAwareExecutor(world.executor, injector), world.adapter, settle)
