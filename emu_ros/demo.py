@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 
 log = logging.getLogger("emu_ros.demo")
 

@@ -9,7 +9,6 @@ a task runs is rejected; cancel stops the runner, which cancels the arm goals.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +28,8 @@ from emu_ros.bridge.skills import ProfileSkillExecutor
 from emu_ros.guidance.camera_hub import CameraHub
 from emu_ros.guidance.types import CancelToken
 from emu_ros.ros.adapters import make_adapter
-from emu_ros.ros.image_conversion import ImageConversionError, empty_image, image_to_numpy, numpy_to_image
+from emu_ros.ros.conversions import feed_hub
+from emu_ros.ros.image_conversion import empty_image, numpy_to_image
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
 
@@ -59,7 +59,8 @@ class BridgeNode(Node):
         self.adapter = adapter if adapter is not None else make_adapter(self, self.profile)
         self.hub = CameraHub([c.name for c in self.profile.cameras], {c.name: c.max_age_s for c in self.profile.cameras},
                              required=[self.profile.visual_check.camera])
-        self._subs = [self.create_subscription(Image, c.topic, lambda m, n=c.name: self._on_image(n, m),
+        self._subs = [self.create_subscription(Image, c.topic,
+                                               lambda m, n=c.name: feed_hub(self.hub, n, m, self.get_logger()),
                                                qos_profile_sensor_data, callback_group=self._group)
                       for c in self.profile.cameras]
         self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
@@ -96,16 +97,6 @@ class BridgeNode(Node):
         return False
 
     # ---------------------------------------------------------------------------- callbacks
-    def _on_image(self, camera: str, msg: Image) -> None:
-        try:
-            arr = image_to_numpy(msg)
-            if arr.ndim != 3:
-                raise ImageConversionError(f"{msg.encoding} is not a colour image")
-            self.hub.update(camera, arr)
-        except (ImageConversionError, ValueError) as e:
-            self.hub.report_error(camera, str(e))
-            self.get_logger().warning(f"dropped frame from {camera}: {e}", throttle_duration_sec=5.0)
-
     def _on_goal(self, goal) -> GoalResponse:
         if self._busy.locked():
             self.get_logger().warning("execute_task goal rejected: a task is running (one at a time)")

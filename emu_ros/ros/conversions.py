@@ -12,7 +12,7 @@ from emu_ros.guidance.types import HistoryEntry, OutcomeStatus, Plan, PlanStep
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.msg import PlanStep as PlanStepMsg
 from emu_ros.msg import StepRecord
-from emu_ros.ros.image_conversion import empty_image, image_to_numpy, numpy_to_image
+from emu_ros.ros.image_conversion import ImageConversionError, empty_image, image_to_numpy, numpy_to_image
 
 
 def to_time(seconds: float) -> Time:
@@ -112,3 +112,19 @@ def observation_images_from_msgs(images: Sequence, cameras: Sequence[str]) -> di
             raise ValueError(f"goal image {i} has encoding {img.encoding}: planning needs a colour image")
         out[cameras[i] if cameras else f"goal_image_{i}"] = np.ascontiguousarray(arr)
     return out
+
+
+def feed_hub(hub, camera: str, msg, logger) -> None:
+    """A camera subscription's callback body: decode, store in the CameraHub, or record why not.
+
+    A bad frame (encoding, size, a depth image on a colour topic) never raises into the executor:
+    the hub remembers the reason (planning reports it) and the logger says it, throttled.
+    """
+    try:
+        arr = image_to_numpy(msg)
+        if arr.ndim != 3:
+            raise ImageConversionError(f"{msg.encoding} is not a colour image")
+        hub.update(camera, arr, from_time(msg.header.stamp))
+    except (ImageConversionError, ValueError) as e:
+        hub.report_error(camera, str(e))
+        logger.warning(f"dropped frame from {camera}: {e}", throttle_duration_sec=5.0)

@@ -36,9 +36,9 @@ from emu_ros.guidance.camera_hub import CameraHub
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 from emu_ros.guidance.types import Cancelled, CameraFrame, Observation, PlanningError
 from emu_ros.msg import Plan as PlanMsg
-from emu_ros.ros.conversions import (history_from_msgs, observation_images_from_msgs, plan_markers, plan_to_msg,
-                                     step_to_msg)
-from emu_ros.ros.image_conversion import ImageConversionError, image_to_numpy, numpy_to_image
+from emu_ros.ros.conversions import (feed_hub, history_from_msgs, observation_images_from_msgs, plan_markers,
+                                     plan_to_msg, step_to_msg)
+from emu_ros.ros.image_conversion import ImageConversionError, numpy_to_image
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -111,8 +111,8 @@ class GuidanceNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         for cam in self.profile.cameras:
             self._subs.append(self.create_subscription(
-                Image, cam.topic, lambda m, c=cam.name: self._on_image(c, m), qos_profile_sensor_data,
-                callback_group=self._group))
+                Image, cam.topic, lambda m, c=cam.name: feed_hub(self.hub, c, m, self.get_logger()),
+                qos_profile_sensor_data, callback_group=self._group))
         self._active = True
         return super().on_activate(state)  # super() activates lifecycle entities (rclpy contract)
 
@@ -133,16 +133,6 @@ class GuidanceNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     # ---------------------------------------------------------------------------- callbacks
-    def _on_image(self, camera: str, msg: Image) -> None:
-        try:
-            arr = image_to_numpy(msg)
-            if arr.ndim != 3:
-                raise ImageConversionError(f"{msg.encoding} is not a colour image")
-            self.hub.update(camera, arr, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
-        except (ImageConversionError, ValueError) as e:
-            self.hub.report_error(camera, str(e))
-            self.get_logger().warning(f"dropped frame from {camera}: {e}", throttle_duration_sec=5.0)
-
     def _on_goal(self, goal) -> GoalResponse:
         if not self._active or self.engine is None:
             self.get_logger().warning("generate_plan goal rejected: node is not active")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
