@@ -30,7 +30,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 from emu_ros.action import ExecuteTask
-from emu_ros.guidance.types import Plan
+from emu_ros.core.types import Plan
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.ros.conversions import plan_from_msg
 

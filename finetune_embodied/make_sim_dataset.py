@@ -96,7 +96,7 @@ def _step_list(task: str) -> list[str]:
 
 def record_episode(task: str, seed: int, cfg: SimDatasetConfig) -> tuple[_Recorder, list[tuple[int, str]], dict]:
     """Run one scripted episode; returns the recording, [(start_frame, step text)] and a rollout summary."""
-    from emu_ros.bridge.profile import load_profile
+    from emu_ros.core.profile import load_profile
     from emu_ros.bridge.skill_mapper import SkillMapper
     from emu_ros.bridge.skills import ProfileSkillExecutor
     from emu_ros.sim.adapter import SimRobotAdapter

@@ -163,7 +163,7 @@ class SampleBuilder:
 
     def _question(self, task: str, done: list[str], n_remaining: int) -> str:
         from emu_ros.guidance.prompting import build_question
-        from emu_ros.guidance.types import HistoryEntry, OutcomeStatus, PlanRequest
+        from emu_ros.core.types import HistoryEntry, OutcomeStatus, PlanRequest
 
         history = [HistoryEntry(text=t, status=OutcomeStatus.FINISHED) for t in done]
         return build_question(PlanRequest(task=task, history=history),

@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from emu_ros.guidance.camera_hub import CameraHub
-    from emu_ros.guidance.types import Plan, PlanStep
+    from emu_ros.core.camera_hub import CameraHub
+    from emu_ros.core.types import Plan, PlanStep
     from emu_ros.msg import Plan as PlanMsg
     from emu_ros.ros.conversions import plan_to_msg
     from emu_ros.ros.image_conversion import image_to_numpy, numpy_to_image

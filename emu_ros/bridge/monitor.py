@@ -25,10 +25,10 @@ from typing import Optional
 
 import numpy as np
 
-from emu_ros.bridge.profile import RobotProfile
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal, JointState, SkillExecution
+from emu_ros.core.profile import RobotProfile
+from emu_ros.core.protocols import GoalStatus, GripperGoal, JointState, SkillExecution
 from emu_ros.bridge.visual_check import StepJudge, judge_from_profile
-from emu_ros.guidance.types import Observation, OutcomeStatus, PlanStep, StepOutcome
+from emu_ros.core.types import Observation, OutcomeStatus, PlanStep, StepOutcome
 
 log = logging.getLogger(__name__)
 

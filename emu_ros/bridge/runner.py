@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Callable, List, Optional, Protocol, Sequence
 
 from emu_ros.bridge.monitor import StepMonitor
-from emu_ros.bridge.protocols import (CameraUnavailable, ImageSource, JointState, RobotAdapter, SkillCall,
+from emu_ros.core.protocols import (CameraUnavailable, ImageSource, JointState, RobotAdapter, SkillCall,
                                       SkillExecution, SkillExecutor)
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.task_log import TaskLog
-from emu_ros.guidance.types import (Cancelled, CancelToken, HistoryEntry, Observation, OutcomeStatus, Plan,
+from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, Observation, OutcomeStatus, Plan,
                                     PlanningError, PlanStep, StepOutcome)
 
 log = logging.getLogger(__name__)

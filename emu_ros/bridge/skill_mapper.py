@@ -17,7 +17,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from emu_ros.bridge.protocols import SkillCall
+from emu_ros.core.protocols import SkillCall
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SkillMapper:
         """`default` → config/skills/default.yaml; a path is taken as it is."""
         p = Path(name_or_path)
         if p.suffix not in (".yaml", ".yml") and not p.exists():
-            from emu_ros.bridge.profile import config_dir
+            from emu_ros.core.profile import config_dir
 
             p = config_dir() / "skills" / f"{name_or_path}.yaml"
         if not p.is_file():

@@ -24,11 +24,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from emu_ros.bridge.kinematics import SerialChain, rotation_error
-from emu_ros.bridge.profile import ArmSpec, RobotProfile
-from emu_ros.bridge.protocols import (GripperGoal, Perception, RobotAdapter, SkillCall, SkillExecution,
+from emu_ros.core.kinematics import SerialChain, rotation_error
+from emu_ros.core.profile import ArmSpec, RobotProfile
+from emu_ros.core.protocols import (GripperGoal, Perception, RobotAdapter, SkillCall, SkillExecution,
                                       TrajectoryGoal, TrajectoryPoint)
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.types import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def frame(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
 
 
 def _slerp_R(R0: np.ndarray, R1: np.ndarray, a: float) -> np.ndarray:
-    from emu_ros.bridge.kinematics import axis_angle_matrix
+    from emu_ros.core.kinematics import axis_angle_matrix
 
     w = rotation_error(R0, R1)  # world-frame rotation vector R0 -> R1
     ang = float(np.linalg.norm(w))

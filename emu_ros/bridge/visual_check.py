@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     """
     import argparse
 
-    from emu_ros.bridge.profile import load_profile
+    from emu_ros.core.profile import load_profile
 
     ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     ap.add_argument("frames", help="folder with success/ and failure/ frame pairs (see load_samples)")

@@ -19,9 +19,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from emu_ros.bridge.protocols import CameraUnavailable, ImageSource
+from emu_ros.core.protocols import CameraUnavailable, ImageSource
 from emu_ros.guidance.parser import StepParser, normalize_text
-from emu_ros.guidance.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, Plan, PlanningError,
+from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, Plan, PlanningError,
                                     PlanRequest, PlanStep, StepOutcome, WorldModel)
 
 log = logging.getLogger(__name__)

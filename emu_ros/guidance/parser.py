@@ -21,7 +21,7 @@ from typing import Any, Iterable, List, Optional
 
 import numpy as np
 
-from emu_ros.guidance.types import PlanStep
+from emu_ros.core.types import PlanStep
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from emu_ros.guidance.types import HistoryEntry, OutcomeStatus, PlanRequest
+from emu_ros.core.types import HistoryEntry, OutcomeStatus, PlanRequest
 
 #: Official task names whose templates fit step-by-step guidance (emu35-facts §6.1, §7).
 GUIDANCE_TASKS = ("vla", "howto")

@@ -11,10 +11,6 @@ Public API (kept stable for the guidance engine and outside checks)::
     DiDAImageDecoder.from_model_dir(adapted_dir)         # generate(..., image_decoder=...)
 """
 
-import importlib.abc
-import importlib.util
-import sys
-
 from .configuration_emu3 import PRESETS, ConfigError, Emu3Config, preset_config
 from .dida import DiDAAdaptationRequired, DiDAConfig, DiDAError, DiDAImageDecoder, load_dida_config
 from .generation import (ARImageDecoder, DecodeSession, GenerationConfig, GenerationResult, ImageDecoder,
@@ -42,34 +38,12 @@ __all__ = [
 
 
 def register_transformers() -> bool:
-    """Register Emu3.5 with transformers' Auto classes now; False when transformers is not installed."""
+    """Register Emu3.5 with transformers' Auto classes (``import emu_ros.model.hf`` does the same).
+
+    An explicit call rather than an import hook: importing emu_ros.model never touches transformers
+    (it takes seconds to import). Returns False when transformers is not installed."""
     try:
-        from . import hf  # noqa: F401  (registers on import)
+        from . import hf  # noqa: F401  (AutoConfig/AutoModelForCausalLM.register at import of hf)
     except ImportError:
         return False
     return True
-
-
-class _RegisterOnTransformersImport(importlib.abc.MetaPathFinder):
-    """Registers the Auto classes right after ``transformers`` is imported, so that importing
-    emu_ros.model stays fast (transformers takes seconds to import) and users need no extra call."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "transformers":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            run = spec.loader.exec_module
-
-            def exec_then_register(module):
-                run(module)
-                register_transformers()
-            spec.loader.exec_module = exec_then_register
-        return spec
-
-
-if "transformers" in sys.modules:
-    register_transformers()
-elif not any(isinstance(f, _RegisterOnTransformersImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterOnTransformersImport())

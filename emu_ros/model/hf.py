@@ -1,6 +1,6 @@
 """Optional transformers (5.x) integration: register Emu3.5 with the Auto classes.
 
-After ``import emu_ros.model`` (with transformers installed), ``AutoConfig.from_pretrained(dir)``
+After ``emu_ros.model.register_transformers()`` (or ``import emu_ros.model.hf``), ``AutoConfig.from_pretrained(dir)``
 and ``AutoModelForCausalLM.from_pretrained(dir)`` on an official Emu3.5 directory return
 ``Emu3HFConfig`` / ``Emu3HFForCausalLM``: the same modules and weights as our runtime (the
 decoder is our ``Emu3Model``), wrapped as a ``PreTrainedModel`` so PEFT LoRA, bitsandbytes

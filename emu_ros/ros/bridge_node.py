@@ -21,12 +21,12 @@ from sensor_msgs.msg import Image
 
 from emu_ros.action import ExecuteTask
 from emu_ros.bridge.monitor import StepMonitor
-from emu_ros.bridge.profile import load_profile
+from emu_ros.core.profile import load_profile
 from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.skills import ProfileSkillExecutor
-from emu_ros.guidance.camera_hub import CameraHub
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.camera_hub import CameraHub
+from emu_ros.core.types import CancelToken
 from emu_ros.ros.adapters import make_adapter
 from emu_ros.ros.conversions import feed_hub
 from emu_ros.ros.image_conversion import empty_image, numpy_to_image

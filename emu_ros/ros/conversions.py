@@ -8,7 +8,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from visualization_msgs.msg import Marker, MarkerArray
 
-from emu_ros.guidance.types import HistoryEntry, OutcomeStatus, Plan, PlanStep
+from emu_ros.core.types import HistoryEntry, OutcomeStatus, Plan, PlanStep
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.msg import PlanStep as PlanStepMsg
 from emu_ros.msg import StepRecord

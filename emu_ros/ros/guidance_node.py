@@ -29,12 +29,12 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
 from emu_ros.action import GeneratePlan
-from emu_ros.bridge.profile import config_dir, load_profile
-from emu_ros.bridge.protocols import CameraUnavailable
+from emu_ros.core.profile import config_dir, load_profile
+from emu_ros.core.protocols import CameraUnavailable
 from emu_ros.guidance.backends import make_world_model
-from emu_ros.guidance.camera_hub import CameraHub
+from emu_ros.core.camera_hub import CameraHub
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
-from emu_ros.guidance.types import Cancelled, CameraFrame, Observation, PlanningError
+from emu_ros.core.types import Cancelled, CameraFrame, Observation, PlanningError
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.ros.conversions import (feed_hub, history_from_msgs, observation_images_from_msgs, plan_markers,
                                      plan_to_msg, step_to_msg)
@@ -254,7 +254,7 @@ class _CancelWatch:
     """Turns the action's cancel request into a CancelToken the engine understands."""
 
     def __init__(self, handle, period: float = 0.05):
-        from emu_ros.guidance.types import CancelToken
+        from emu_ros.core.types import CancelToken
 
         self.token = CancelToken()
         self._stop = threading.Event()

@@ -14,7 +14,7 @@ from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 
 from emu_ros.action import GeneratePlan
-from emu_ros.guidance.types import Cancelled, CancelToken, HistoryEntry, Plan, PlanningError, PlanStep
+from emu_ros.core.types import Cancelled, CancelToken, HistoryEntry, Plan, PlanningError, PlanStep
 from emu_ros.ros.adapters.base import wait_future
 from emu_ros.ros.conversions import history_to_msgs, plan_from_msg, step_from_msg
 

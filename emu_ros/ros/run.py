@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import rclpy
 from rclpy.parameter import Parameter
 
-from emu_ros.bridge.profile import config_dir
+from emu_ros.core.profile import config_dir
 from emu_ros.ros.bridge_node import BridgeNode
 from emu_ros.ros.guidance_node import GuidanceNode
 from emu_ros.ros.node_utils import spin_nodes
@@ -60,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rclpy.init(args=["emu-ros-run", *ros_args, "--ros-args", *sum((["--params-file", f] for f in files), [])])
     from pathlib import Path
 
-    from emu_ros.bridge.profile import load_profile
+    from emu_ros.core.profile import load_profile
 
     profile = load_profile(args.profile)
     extra_nodes, bridge_kw, guidance_params, session = [], {}, overrides(args), None

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
-from emu_ros.guidance.types import CameraFrame
+from emu_ros.core.types import CameraFrame
 from emu_ros.ros.image_conversion import numpy_to_image
 from emu_ros.sim.aloha_env import SimCameraStreamer
 

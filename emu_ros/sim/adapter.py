@@ -22,9 +22,9 @@ from typing import Optional
 
 import numpy as np
 
-from emu_ros.bridge.profile import RobotProfile
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal, JointState, MotionResult, TrajectoryGoal
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.profile import RobotProfile
+from emu_ros.core.protocols import GoalStatus, GripperGoal, JointState, MotionResult, TrajectoryGoal
+from emu_ros.core.types import CancelToken
 from emu_ros.sim.aloha_env import CONTROL_DT, AlohaSim
 
 log = logging.getLogger(__name__)

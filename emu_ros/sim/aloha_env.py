@@ -20,8 +20,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from emu_ros.bridge.protocols import CameraUnavailable
-from emu_ros.guidance.types import CameraFrame, Observation
+from emu_ros.core.protocols import CameraUnavailable
+from emu_ros.core.types import CameraFrame, Observation
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Optional
 
 import numpy as np
 
-from emu_ros.bridge.profile import RobotProfile, load_profile
-from emu_ros.bridge.protocols import CameraUnavailable, SkillExecution
-from emu_ros.guidance.types import HistoryEntry, Observation, OutcomeStatus, PlanningError, PlanRequest
+from emu_ros.core.profile import RobotProfile, load_profile
+from emu_ros.core.protocols import CameraUnavailable, SkillExecution
+from emu_ros.core.types import HistoryEntry, Observation, OutcomeStatus, PlanningError, PlanRequest
 from emu_ros.sim.adapter import SimRobotAdapter
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
 from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from emu_ros.bridge.protocols import SkillCall
+from emu_ros.core.protocols import SkillCall
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
 from emu_ros.sim.perception import GroundTruthPerception
 

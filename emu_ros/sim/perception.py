@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from emu_ros.bridge.protocols import ObjectEstimate
+from emu_ros.core.protocols import ObjectEstimate
 from emu_ros.sim.aloha_env import AlohaSim
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from emu_ros.bridge.profile import RobotProfile, config_dir, load_profile
+from emu_ros.core.profile import RobotProfile, config_dir, load_profile
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ def test_sim_dataset_finetune_then_plan(tiny_checkpoint: Path, tmp_path: Path) -
 
     from emu_ros.guidance.backends.emu35 import Emu35WorldModel
     from emu_ros.guidance.engine import GuidanceEngine
-    from emu_ros.guidance.types import CameraFrame, Observation, PlanningError
+    from emu_ros.core.types import CameraFrame, Observation, PlanningError
     from emu_ros.model import load_lm
     from finetune_embodied.make_sim_dataset import SimDatasetConfig, build_dataset
 

@@ -5,7 +5,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import emu_ros.model  # noqa: E402,F401  (registers the Auto classes)
+import emu_ros.model.hf  # noqa: E402,F401  (registers the Auto classes, explicitly)
 from emu_ros.model import load_lm  # noqa: E402
 
 

@@ -23,7 +23,7 @@ control_msgs = pytest.importorskip("control_msgs.action", reason="test-only cont
 from control_msgs.action import FollowJointTrajectory, GripperCommand  # noqa: E402
 
 from emu_ros.action import ExecuteTask  # noqa: E402
-from emu_ros.bridge.protocols import ObjectEstimate  # noqa: E402
+from emu_ros.core.protocols import ObjectEstimate  # noqa: E402
 from emu_ros.ros.bridge_node import BridgeNode  # noqa: E402
 from emu_ros.ros.guidance_node import GuidanceNode  # noqa: E402
 from emu_ros.ros.image_conversion import numpy_to_image  # noqa: E402

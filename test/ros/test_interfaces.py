@@ -10,7 +10,7 @@ def test_generated_and_handwritten_modules_share_one_package():
     import emu_ros
     from emu_ros.action import ExecuteTask, GeneratePlan
     from emu_ros.msg import Plan, PlanStep, StepRecord
-    from emu_ros.guidance.types import PlanStep as CorePlanStep
+    from emu_ros.core.types import PlanStep as CorePlanStep
 
     # The source tree comes first (tests run from the root), the install tree supplies msg/action.
     assert len(emu_ros.__path__) >= 1

@@ -13,8 +13,8 @@ from sensor_msgs.msg import JointState as JointStateMsg
 interbotix = pytest.importorskip("interbotix_xs_msgs.msg", reason="test-only interbotix_xs_msgs not built")
 aimdk = pytest.importorskip("aimdk_msgs.msg", reason="test-only aimdk_msgs not built")
 
-from emu_ros.bridge.profile import load_profile  # noqa: E402
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal, TrajectoryGoal, TrajectoryPoint  # noqa: E402
+from emu_ros.core.profile import load_profile  # noqa: E402
+from emu_ros.core.protocols import GoalStatus, GripperGoal, TrajectoryGoal, TrajectoryPoint  # noqa: E402
 from emu_ros.ros.adapters import make_adapter  # noqa: E402
 
 ARM = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"]
@@ -53,7 +53,7 @@ class FakeInterbotixFollower(Node):
 def aloha_profile(tmp_path):
     import yaml
 
-    from emu_ros.bridge.profile import config_dir, parse_profile
+    from emu_ros.core.profile import config_dir, parse_profile
 
     data = yaml.safe_load((config_dir() / "robots/aloha.yaml").read_text())
     data["adapter"]["stream_hz"] = 100
@@ -94,7 +94,7 @@ def test_interbotix_adapter_streams_and_measures(spin, tmp_path, wait_for):
 def test_aimdk_adapter_publishes_both_arms(spin, tmp_path, wait_for):
     import yaml
 
-    from emu_ros.bridge.profile import config_dir, parse_profile
+    from emu_ros.core.profile import config_dir, parse_profile
 
     data = yaml.safe_load((config_dir() / "robots/agibot_a2.yaml").read_text())
     profile = parse_profile(data, "agibot-test")

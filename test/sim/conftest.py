@@ -12,7 +12,7 @@ pytest.importorskip("dm_control")
 
 @pytest.fixture(scope="module")
 def profile():
-    from emu_ros.bridge.profile import load_profile
+    from emu_ros.core.profile import load_profile
 
     return load_profile("sim_aloha")
 

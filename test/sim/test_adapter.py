@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal, TrajectoryGoal, TrajectoryPoint
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.protocols import GoalStatus, GripperGoal, TrajectoryGoal, TrajectoryPoint
+from emu_ros.core.types import CancelToken
 
 RIGHT = ("right_waist", "right_shoulder", "right_elbow", "right_forearm_roll", "right_wrist_angle", "right_wrist_rotate")
 LEFT = tuple(n.replace("right", "left") for n in RIGHT)

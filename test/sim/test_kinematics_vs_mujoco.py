@@ -8,7 +8,7 @@ def test_profile_chain_matches_mujoco_fk(profile):
     import mujoco
     from gym_aloha.constants import ASSETS_DIR
 
-    from emu_ros.bridge.kinematics import SerialChain
+    from emu_ros.core.kinematics import SerialChain
 
     m = mujoco.MjModel.from_xml_path(str(ASSETS_DIR / "bimanual_viperx_transfer_cube.xml"))
     d = mujoco.MjData(m)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emu_ros.bridge.protocols import GripperGoal, SkillCall, TrajectoryGoal
+from emu_ros.core.protocols import GripperGoal, SkillCall, TrajectoryGoal
 
 
 def _traj_goals(ex):
@@ -11,7 +11,7 @@ def _traj_goals(ex):
 
 
 def test_reach_above_cube_sends_timed_waypoints_within_velocity_limits(cube_world, profile):
-    from emu_ros.bridge.kinematics import SerialChain
+    from emu_ros.core.kinematics import SerialChain
 
     sim, adapter, perception, executor = cube_world
     ex = executor.execute(SkillCall("reach", "Move the right gripper above the red cube", arm="right", obj="cube"))
@@ -86,7 +86,7 @@ def test_push_moves_the_cube_along_the_direction(cube_world):
 
 
 def test_wipe_is_a_cartesian_zigzag_above_the_surface(cube_world, profile):
-    from emu_ros.bridge.kinematics import SerialChain
+    from emu_ros.core.kinematics import SerialChain
 
     _, adapter, _, executor = cube_world
     ex = executor.execute(SkillCall("wipe", "Wipe the table with the left arm", arm="left", location="spot",

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from emu_ros.bridge.profile import load_profile  # noqa: E402
+from emu_ros.core.profile import load_profile  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 

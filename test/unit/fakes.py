@@ -15,11 +15,11 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from emu_ros.bridge.kinematics import SerialChain
-from emu_ros.bridge.profile import RobotProfile
-from emu_ros.bridge.protocols import (CameraUnavailable, GoalStatus, GripperGoal, JointState, MotionResult,
+from emu_ros.core.kinematics import SerialChain
+from emu_ros.core.profile import RobotProfile
+from emu_ros.core.protocols import (CameraUnavailable, GoalStatus, GripperGoal, JointState, MotionResult,
                                       SkillCall, SkillExecution, TrajectoryGoal, TrajectoryPoint)
-from emu_ros.guidance.types import (Cancelled, CancelToken, CameraFrame, Observation, PlanRequest, PlanStep)
+from emu_ros.core.types import (Cancelled, CancelToken, CameraFrame, Observation, PlanRequest, PlanStep)
 
 
 # ---- toy scene ---------------------------------------------------------------------------------

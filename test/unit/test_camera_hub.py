@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emu_ros.bridge.protocols import CameraUnavailable
-from emu_ros.guidance.camera_hub import CameraHub
+from emu_ros.core.protocols import CameraUnavailable
+from emu_ros.core.camera_hub import CameraHub
 
 
 class Clock:

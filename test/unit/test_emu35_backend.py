@@ -13,7 +13,7 @@ from fakes import FakeImageSource
 from emu_ros.guidance.backends import make_world_model
 from emu_ros.guidance.backends.emu35 import Emu35Unavailable, Emu35WorldModel
 from emu_ros.guidance.engine import GuidanceEngine
-from emu_ros.guidance.types import Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError
+from emu_ros.core.types import Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError
 
 IMG = np.full((16, 16, 3), 9, np.uint8)
 

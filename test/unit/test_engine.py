@@ -9,7 +9,7 @@ from fakes import FakeImageSource, FakeWorldModel
 
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 from emu_ros.guidance.prompting import build_question, describe_history
-from emu_ros.guidance.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError, PlanRequest,
+from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError, PlanRequest,
                                     PlanStep, StepOutcome)
 
 IMG = np.zeros((8, 8, 3), np.uint8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emu_ros.bridge.kinematics import SerialChain, rotation_error, rpy_to_matrix
+from emu_ros.core.kinematics import SerialChain, rotation_error, rpy_to_matrix
 
 
 @pytest.fixture(scope="module", params=["left_arm", "right_arm"])
@@ -59,7 +59,7 @@ def test_jacobian_matches_finite_differences(chain):
 
 
 def test_bad_inputs():
-    from emu_ros.bridge.kinematics import ChainSpec, JointSpec
+    from emu_ros.core.kinematics import ChainSpec, JointSpec
 
     with pytest.raises(ValueError, match="no joints"):
         SerialChain(ChainSpec("x", ()))

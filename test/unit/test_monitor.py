@@ -7,9 +7,9 @@ from fakes import Scene
 
 from emu_ros.bridge.monitor import MonitorConfig, StepMonitor
 from emu_ros.bridge.visual_check import HistSSIMJudge
-from emu_ros.bridge.protocols import (GoalStatus, GripperGoal, JointState, MotionResult, SkillCall, SkillExecution,
+from emu_ros.core.protocols import (GoalStatus, GripperGoal, JointState, MotionResult, SkillCall, SkillExecution,
                                       TrajectoryGoal, TrajectoryPoint)
-from emu_ros.guidance.types import CameraFrame, Observation, OutcomeStatus, PlanStep
+from emu_ros.core.types import CameraFrame, Observation, OutcomeStatus, PlanStep
 
 ARM = ("right_waist", "right_shoulder", "right_elbow", "right_forearm_roll", "right_wrist_angle", "right_wrist_rotate")
 TARGET = dict(zip(ARM, (0.1, -0.5, 0.8, 0.0, 0.3, 0.0)))

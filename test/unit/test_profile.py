@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from emu_ros.bridge.profile import ProfileError, config_dir, load_profile, parse_profile
+from emu_ros.core.profile import ProfileError, config_dir, load_profile, parse_profile
 
 
 @pytest.mark.parametrize("name", ["aloha", "sim_aloha", "agibot_a2"])
@@ -82,10 +82,10 @@ def test_agibot_ik_skills_fail_clearly_through_the_monitor():
     from fakes import FakeAdapter
 
     from emu_ros.bridge.monitor import StepMonitor
-    from emu_ros.bridge.protocols import ObjectEstimate
+    from emu_ros.core.protocols import ObjectEstimate
     from emu_ros.bridge.skill_mapper import SkillMapper
     from emu_ros.bridge.skills import ProfileSkillExecutor
-    from emu_ros.guidance.types import OutcomeStatus, PlanStep
+    from emu_ros.core.types import OutcomeStatus, PlanStep
 
     class Detector:
         name, ground_truth = "detector", False

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from fakes import SEVEN_STEPS, EventRecorder, FakeAdapter, FakeExecutor, FakeImageSource, FakeWorldModel, Scene
 
-from emu_ros.bridge.kinematics import SerialChain
+from emu_ros.core.kinematics import SerialChain
 from emu_ros.bridge.monitor import StepMonitor
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal
+from emu_ros.core.protocols import GoalStatus, GripperGoal
 from emu_ros.bridge.runner import EventType, RunnerConfig, TaskRunner
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.task_log import read_events, read_summary
 from emu_ros.bridge.visual_check import HistSSIMJudge
 from emu_ros.guidance.engine import GuidanceEngine
-from emu_ros.guidance.types import OutcomeStatus
+from emu_ros.core.types import OutcomeStatus
 
 MAPPER = SkillMapper.load()
 

@@ -10,7 +10,7 @@ from fakes import FakeImageSource
 from emu_ros.guidance.backends import make_world_model
 from emu_ros.guidance.backends.scripted import SOURCE, ScriptedWorldModel, TaskFileError, load_task_file
 from emu_ros.guidance.engine import GuidanceEngine
-from emu_ros.guidance.types import HistoryEntry, OutcomeStatus, PlanningError, PlanRequest
+from emu_ros.core.types import HistoryEntry, OutcomeStatus, PlanningError, PlanRequest
 
 TASKS = DATA / "tasks"
 F, U, X = OutcomeStatus.FINISHED, OutcomeStatus.UNFINISHED, OutcomeStatus.FAILED
@@ -96,7 +96,7 @@ def test_factory_rejects_unknown_backend():
 
 def test_repository_task_files_are_valid():
     """Whatever task files config/tasks holds must load (their images included)."""
-    from emu_ros.bridge.profile import config_dir
+    from emu_ros.core.profile import config_dir
 
     d = config_dir() / "tasks"
     for p in sorted(d.glob("*.yaml")):

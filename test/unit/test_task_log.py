@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from emu_ros.bridge.task_log import TaskLog, TaskLogClosed, read_events, read_summary
-from emu_ros.guidance.types import OutcomeStatus, StepOutcome
+from emu_ros.core.types import OutcomeStatus, StepOutcome
 
 
 def test_events_images_and_summary(tmp_path):

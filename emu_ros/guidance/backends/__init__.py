@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu_ros.guidance.types import WorldModel
+from emu_ros.core.types import WorldModel
 
 BACKENDS = ("scripted", "emu35")
 

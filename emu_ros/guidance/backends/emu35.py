@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from emu_ros.guidance.parser import OutputEnd
 from emu_ros.guidance.prompting import GUIDANCE_TASKS, build_question
-from emu_ros.guidance.types import Cancelled, CancelToken, PlanningError, PlanRequest
+from emu_ros.core.types import Cancelled, CancelToken, PlanningError, PlanRequest
 
 log = logging.getLogger(__name__)
 

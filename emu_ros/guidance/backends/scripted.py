@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from emu_ros.guidance.parser import normalize_text
-from emu_ros.guidance.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError, PlanRequest,
+from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, PlanningError, PlanRequest,
                                     PlanStep)
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class ScriptedWorldModel:
 
     def __init__(self, task_dir: Optional[Path] = None, task_files: Sequence[Path] = (), step_delay_s: float = 0.0):
         if task_dir is None and not task_files:
-            from emu_ros.bridge.profile import config_dir
+            from emu_ros.core.profile import config_dir
 
             task_dir = config_dir() / "tasks"
         self.task_dir = Path(task_dir) if task_dir is not None else None

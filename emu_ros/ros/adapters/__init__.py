@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from rclpy.node import Node
 
-from emu_ros.bridge.profile import RobotProfile
+from emu_ros.core.profile import RobotProfile
 from emu_ros.ros.adapters.base import AdapterConfigError
 
 

@@ -14,9 +14,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState as JointStateMsg
 
-from emu_ros.bridge.profile import RobotProfile
-from emu_ros.bridge.protocols import GoalStatus, JointState, MotionResult
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.profile import RobotProfile
+from emu_ros.core.protocols import GoalStatus, JointState, MotionResult
+from emu_ros.core.types import CancelToken
 
 
 class AdapterConfigError(ValueError):

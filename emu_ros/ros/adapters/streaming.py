@@ -16,9 +16,9 @@ from typing import Dict, Optional
 import numpy as np
 from rclpy.node import Node
 
-from emu_ros.bridge.profile import RobotProfile
-from emu_ros.bridge.protocols import GoalStatus, GripperGoal, JointState, MotionResult, TrajectoryGoal
-from emu_ros.guidance.types import CancelToken
+from emu_ros.core.profile import RobotProfile
+from emu_ros.core.protocols import GoalStatus, GripperGoal, JointState, MotionResult, TrajectoryGoal
+from emu_ros.core.types import CancelToken
 from emu_ros.ros.adapters.base import (AdapterConfigError, JointStateCache, gripper_state_ranges, import_interface,
                                        result, state_qos)
 

@@ -13,8 +13,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from emu_ros.bridge.protocols import CameraUnavailable
-from emu_ros.guidance.types import CameraFrame, Observation
+from emu_ros.core.protocols import CameraUnavailable
+from emu_ros.core.types import CameraFrame, Observation
 
 
 @dataclass(frozen=True)

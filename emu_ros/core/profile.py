@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from emu_ros.bridge.kinematics import ChainSpec, JointSpec
+from emu_ros.core.kinematics import ChainSpec, JointSpec
 
 ADAPTER_KINDS = ("follow_joint_trajectory", "interbotix", "aimdk", "sim")
 

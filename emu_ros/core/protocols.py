@@ -12,7 +12,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from emu_ros.guidance.types import CancelToken, Observation
+from emu_ros.core.types import CancelToken, Observation
 
 
 @dataclass(frozen=True)
