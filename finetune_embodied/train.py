@@ -85,7 +85,7 @@ class TrainConfig:
     output_dir: str = "runs/finetune"
     """Run directory (metrics, checkpoints, token cache)."""
     objective: str = "ar"
-    """ar = next-token prediction on the answer; dida = discrete diffusion (needs emu_ros.model.dida)."""
+    """ar = next-token prediction on the answer; dida = DiDA discrete diffusion (emu_ros.model.dida_train)."""
     dida: dict[str, Any] | None = None
     """Options of the DiDA objective (DiDATrainConfig fields such as noise, visual_weight); dida only."""
     steps: int = 200
@@ -167,28 +167,18 @@ class AutoregressiveObjective(nn.Module):
 def make_objective(name: str, lm: nn.Module, first_visual_id: int, options: dict[str, Any] | None = None) -> nn.Module:
     """The training objective by name, wrapping the LM.
 
-    ``dida`` is provided by the DiDA work: a ``DiDAObjective(lm, first_visual_id)`` nn.Module in
-    ``emu_ros.model.dida_train`` or ``emu_ros.model.dida`` whose ``forward(input_ids, labels)`` returns
-    ``(loss, dict of floats)`` like ``AutoregressiveObjective`` (and sets ``predictions`` for step accuracy).
-    ``options`` are keyword arguments of that module's ``DiDATrainConfig`` (noise, visual_weight, ...).
+    ``dida`` is ``emu_ros.model.dida_train.DiDAObjective``: same ``forward(input_ids, labels) ->
+    (loss, dict of floats)`` interface as ``AutoregressiveObjective`` (and it sets ``predictions`` for
+    step accuracy). ``options`` are keyword arguments of ``DiDATrainConfig`` (noise, visual_weight, ...).
     """
     if name == "ar":
         return AutoregressiveObjective(lm, first_visual_id)
-    import importlib
+    # Imported here, not at the top: the DiDA training layout is only needed for this objective.
+    from emu_ros.model.dida_train import DiDAObjective, DiDATrainConfig
 
-    for name_ in ("emu_ros.model.dida_train", "emu_ros.model.dida"):
-        try:
-            module = importlib.import_module(name_)
-        except ImportError:
-            continue
-        found = getattr(module, "DiDAObjective", None)
-        if found is not None:
-            if options:
-                return found(lm, first_visual_id, train=module.DiDATrainConfig(**options))
-            return found(lm, first_visual_id)
-    raise RuntimeError("dida objective requires emu_ros.model.dida (a DiDAObjective(lm, first_visual_id) module in "
-                       "emu_ros.model.dida_train or emu_ros.model.dida), which this checkout does not provide yet; "
-                       "use --objective ar")
+    if options:
+        return DiDAObjective(lm, first_visual_id, train=DiDATrainConfig(**options))
+    return DiDAObjective(lm, first_visual_id)
 
 
 # ---------------------------------------------------------------------- data

@@ -1,6 +1,6 @@
 """DiDA quality on a task with known answers: a tiny Emu3.5-shaped model trained AR, then DiDA-adapted.
 
-Task (``dida_task.MoveTask``): a 6 x 6 token-grid table with two coloured blocks; "Move the red block
+Task (``emu_ros.model.synthetic_task.MoveTask``): a 6 x 6 token-grid table with two coloured blocks; "Move the red block
 left." determines the next image exactly; "... sideways." has two valid answers (left or right).
 Steps, all on the CPU with one thread: write a random checkpoint in the official layout (Emu3.5
 vocabulary and special ids, small widths), train it autoregressively, copy it and DiDA-adapt the copy
@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from emu_ros.bench.dida_task import MoveTask, Scene, pixel_mae, token_accuracy, valid
+from emu_ros.model.synthetic_task import MoveTask, Scene, pixel_mae, token_accuracy, valid
 from emu_ros.model.configuration_emu3 import PRESETS, Emu3Config
 from emu_ros.model.dida import DiDAConfig, DiDAImageDecoder
 from emu_ros.model.dida_train import (DiDAObjective, DiDATrainConfig, TrainArgs, save_adapted, task_vocab,

@@ -177,8 +177,9 @@ def visual_scores(session: DecodeSession, block: Tensor, read: Tensor, rows: int
     if max(session.pos[:rows]) + t > session.max_seq:
         raise RuntimeError(f"KV cache of {session.max_seq} positions is full")
     input_pos = session.pos_dev[:rows, None] + torch.arange(t, device=session.device)           # [rows, T]
-    hidden = session.model.model(block.view(1, t).expand(rows, t), input_pos,
-                                 max(session.pos[:rows]) + t, None, True)                        # [rows, T, hidden]
+    hidden = session.model.model(block.view(1, t).expand(rows, t), input_pos=input_pos,
+                                 kv_len=max(session.pos[:rows]) + t, attention_mask=None,
+                                 block=True)                                                     # [rows, T, hidden]
     lo = session.ids.first_visual
     head = session.model.lm_head.weight[lo:lo + session.ids.codebook_size]                     # [codebook, hidden]
     return F.linear(hidden[:, read], head).float()                                             # [rows, N, codebook]
@@ -330,11 +331,3 @@ class DiDAImageDecoder:
             codes = torch.where(jump, x1, codes)
             self.stats.committed.append(0)
         return codes
-
-
-def __getattr__(name: str):
-    """``DiDAObjective`` lives in dida_train (it needs the training layout); exposed here for finetune_embodied."""
-    if name == "DiDAObjective":
-        from .dida_train import DiDAObjective
-        return DiDAObjective
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,6 @@ unconditional prompt, used with probability ``--cond-dropout`` (CFG needs the no
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -54,6 +53,7 @@ from tqdm import tqdm
 from .configuration_emu3 import Emu3Config
 from .dida import DiDAConfig, shifted_time
 from .modeling_emu3 import Emu3ForCausalLM, rope_cos_sin, rope_inv_freq
+from .training_data import TrainExample, read_jsonl
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -81,16 +81,6 @@ class ImageSpan:
     eoi: int
     height: int
     width: int
-
-
-@dataclass
-class TrainExample:
-    """A token sequence whose loss starts at prompt_len, optionally with its unconditional-prompt twin."""
-
-    ids: list[int]
-    prompt_len: int
-    uncond_ids: list[int] | None = None
-    uncond_prompt_len: int | None = None
 
 
 # --------------------------------------------------------------------------------------- layout
@@ -318,20 +308,6 @@ def collate(examples: list[TrainExample], pad_id: int, rng: random.Random,
     return ids, labels
 
 
-def read_jsonl(path: Path) -> list[TrainExample]:
-    """Training sequences from a JSON-lines file (see the module docstring)."""
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            if "ids" not in d or "prompt_len" not in d:
-                raise ValueError(f"{path}:{n}: each line needs 'ids' and 'prompt_len'")
-            out.append(TrainExample(d["ids"], d["prompt_len"], d.get("uncond_ids"), d.get("uncond_prompt_len")))
-    return out
-
-
 @torch.no_grad()
 def self_distill(lm: Emu3ForCausalLM, examples: list[TrainExample], cfg_scale: float, seed: int,
                  image_top_k: int = 10240) -> list[TrainExample]:
@@ -456,7 +432,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m emu_ros.model.dida_train", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, required=True, help="AR checkpoint (official layout)")
     p.add_argument("--out", type=Path, required=True, help="directory for the adapted weights + dida_config.json")
-    p.add_argument("--data", default="synthetic", help="'synthetic' (the bench task) or a .jsonl of sequences")
+    p.add_argument("--data", required=True,
+                   help="a .jsonl of token sequences, or 'synthetic' for the move-the-block test task "
+                        "(emu_ros.model.synthetic_task; for tests and benchmarks only, never a default)")
     p.add_argument("--synthetic-examples", type=int, default=2000)
     p.add_argument("--noise", choices=["mask", "uniform"], default="mask")
     p.add_argument("--passes", type=int, default=8, help="default K written to dida_config.json")
@@ -487,7 +465,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_examples(args: argparse.Namespace, tok_dir: Path) -> list[TrainExample]:
     """The training sequences the CLI asks for."""
     if args.data == "synthetic":
-        from emu_ros.bench.dida_task import MoveTask
+        from .synthetic_task import MoveTask
         from .tokenizer import load_tokenizer
 
         task = MoveTask(load_tokenizer(tok_dir))

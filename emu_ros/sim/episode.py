@@ -8,9 +8,10 @@ from the current camera view with the failure in the history (bounded by `max_re
 re-planning off the episode stops at the failed step. The simulator's reward is read only at the
 end, for scoring.
 
-This is the standalone harness (it measures what re-planning buys before the bridge's TaskRunner
-exists); `run_episode(..., use_runner=True)` drives the same episode through the bridge runner
-when it is available.
+Two loops share the setup: the standalone harness here (its own step check, kept for the
+oracle-level eval) and `run_episode(..., use_runner=True)`, which drives the same seeded episode
+through the bridge's TaskRunner + StepMonitor + GuidanceEngine (what `emu-ros eval --runner` and
+the ROS nodes run).
 """
 from __future__ import annotations
 

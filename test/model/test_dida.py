@@ -243,10 +243,8 @@ def test_adaptation_script_end_to_end(ckpt_root, tok, ids, prompts, tmp_path):
 
 def test_objective_interface_for_finetune(lm32, tok, prompts):
     """finetune_embodied's --objective dida contract: DiDAObjective(lm, first_visual_id)(input_ids, labels)."""
-    from emu_ros.model import dida
-
     lm = copy.deepcopy(lm32)
-    objective = dida.DiDAObjective(lm, tok.first_visual_id)
+    objective = DiDAObjective(lm, tok.first_visual_id)
     ids_, labels = image_row(prompts[0], np.arange(4).reshape(2, 2), tok)
     loss, metrics = objective(torch.tensor([ids_]), torch.tensor([labels]))
     assert loss.ndim == 0 and bool(torch.isfinite(loss))

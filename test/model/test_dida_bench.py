@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emu_ros.bench import dida_quality, step_latency
-from emu_ros.bench.dida_task import MoveTask, pixel_mae, token_accuracy, valid
+from emu_ros.model.synthetic_task import MoveTask, pixel_mae, token_accuracy, valid
 
 
 def test_step_latency_cpu_tiny(tmp_path):

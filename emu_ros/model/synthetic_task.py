@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emu_ros.model.dida_train import TrainExample
+from emu_ros.model.training_data import TrainExample
 from emu_ros.model.prompts import build_prompt, build_unconditional_prompt
 from emu_ros.model.sequence import image_string, image_token_ids
 from emu_ros.model.tokenizer import Emu3Tokenizer
