@@ -57,7 +57,7 @@ def aloha_profile(tmp_path):
 
     data = yaml.safe_load((config_dir() / "robots/aloha.yaml").read_text())
     data["adapter"]["stream_hz"] = 100
-    data["adapter"]["settle_timeout_s"] = 1.0
+    data["adapter"]["settle_timeout_s"] = 5.0  # the fake follower shares this process (and its GIL)
     data["adapter"]["gripper_state"] = {"left_gripper": {"joint": "left_finger", "closed": 0.021, "open": 0.057},
                                         "right_gripper": {"joint": "left_finger", "closed": 0.021, "open": 0.057}}
     return parse_profile(data, "aloha-test")
