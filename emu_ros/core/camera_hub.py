@@ -1,8 +1,16 @@
 """CameraHub: the latest frame per camera, with staleness limits — the ImageSource the engine plans from.
 
-Camera callbacks (ROS subscriptions, the simulator) call `update`; planners call `observe`. A
-missing or stale required camera raises CameraUnavailable naming it and its age, so the robot never
-plans or judges a step from a frozen or absent view.
+Camera callbacks (ROS subscriptions, the simulator) call `update` (a decoded array) or `update_raw`
+(an opaque message plus a converter; O(1) in the callback); planners call `observe`. A missing or
+stale required camera raises CameraUnavailable naming it and its age, so the robot never plans or
+judges a step from a frozen or absent view.
+
+Lazy conversion: `update_raw` stores only a reference. `observe` converts the latest raw item of each
+wanted camera once (the result is cached until a newer message arrives). A converter raising
+ValueError marks that message bad, with its reason. Rule for a bad latest message: the observation
+falls back to the last good converted frame only if that frame's own arrival is still within
+max_age_s; otherwise the camera is refused, naming the bad message's reason. Staleness is judged by
+the hub clock at arrival, as before.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ class CameraHub:
         self._arrival: dict = {}
         self._counts = {c: 0 for c in self._cameras}
         self._errors = {c: "" for c in self._cameras}
+        self._pending: dict = {}  # camera -> (raw, stamp, converter, arrival): received, not yet converted
 
     @property
     def cameras(self) -> tuple:
@@ -58,6 +67,39 @@ class CameraHub:
             self._arrival[camera] = now
             self._counts[camera] += 1
             self._errors[camera] = ""
+            self._pending.pop(camera, None)
+
+    def update_raw(self, camera: str, raw, stamp: float, converter: Callable[[object], np.ndarray]) -> None:
+        """Keep a reference to the newest message of `camera`; `converter(raw)` runs at most once, at observe."""
+        if camera not in self._counts:
+            raise KeyError(f"unknown camera {camera!r} (hub cameras: {list(self._cameras)})")
+        now = self._clock()
+        with self._lock:
+            self._pending[camera] = (raw, float(stamp), converter, now)
+            self._counts[camera] += 1
+
+    def _convert_pending(self, wanted) -> None:
+        """Convert the pending raw item of each wanted camera (outside the lock), once."""
+        with self._lock:
+            todo = {c: self._pending.pop(c) for c in wanted if c in self._pending}
+        for c, (raw, stamp, converter, arrival) in todo.items():
+            try:
+                arr = converter(raw)
+                if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+                    raise ValueError(f"converted image must be uint8 [H, W, 3], got "
+                                     f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}")
+                err = None
+            except ValueError as e:
+                arr, err = None, str(e) or type(e).__name__
+            with self._lock:
+                if c in self._pending and self._pending[c][3] >= arrival:
+                    continue  # a newer message arrived meanwhile; it wins
+                if err is None:
+                    self._frames[c] = CameraFrame(camera=c, image=arr, stamp=stamp)
+                    self._arrival[c] = arrival
+                    self._errors[c] = ""
+                else:
+                    self._errors[c] = err
 
     def report_error(self, camera: str, error: str) -> None:
         """Record why the last message of `camera` was dropped (shown in status and errors)."""
@@ -82,10 +124,11 @@ class CameraHub:
         if unknown:
             raise CameraUnavailable(f"unknown camera(s) {unknown} (hub cameras: {list(self._cameras)})")
         must = set(cameras) if cameras else set(self._required)
+        self._convert_pending(wanted)
         problems = []
         for st in self.status():
             if st.camera in must and st.stale:
-                why = "no frame received" if st.age_s is None else f"last frame {st.age_s:.2f} s old > {self._max_age[st.camera]:.2f} s"
+                why = ("no good frame received" if st.last_error else "no frame received") if st.age_s is None else f"last frame {st.age_s:.2f} s old > {self._max_age[st.camera]:.2f} s"
                 if st.last_error:
                     why += f"; last message dropped: {st.last_error}"
                 problems.append(f"{st.camera}: {why}")

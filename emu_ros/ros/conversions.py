@@ -114,17 +114,28 @@ def observation_images_from_msgs(images: Sequence, cameras: Sequence[str]) -> di
     return out
 
 
-def feed_hub(hub, camera: str, msg, logger) -> None:
-    """A camera subscription's callback body: decode, store in the CameraHub, or record why not.
-
-    A bad frame (encoding, size, a depth image on a colour topic) never raises into the executor:
-    the hub remembers the reason (planning reports it) and the logger says it, throttled.
-    """
+def _colour_image(msg):
+    """Converter run by the CameraHub at observe time (once per message): sensor_msgs/Image -> uint8 RGB."""
     try:
         arr = image_to_numpy(msg)
-        if arr.ndim != 3:
-            raise ImageConversionError(f"{msg.encoding} is not a colour image")
-        hub.update(camera, arr, from_time(msg.header.stamp))
-    except (ImageConversionError, ValueError) as e:
-        hub.report_error(camera, str(e))
-        logger.warning(f"dropped frame from {camera}: {e}", throttle_duration_sec=5.0)
+    except ImageConversionError as e:
+        raise ValueError(str(e)) from e
+    if arr.ndim != 3:
+        raise ValueError(f"{msg.encoding} is not a colour image")
+    return arr
+
+
+def feed_hub(hub, camera: str, msg, logger) -> None:
+    """A camera subscription's callback body: O(1) — keep a reference to the message in the CameraHub.
+
+    Decoding happens only when a planner observes (CameraHub.update_raw/observe), once per message.
+    A bad frame (encoding, size, a depth image on a colour topic, an absurd header) is dropped with its
+    reason at conversion time; the hub reports it by camera name. Nothing here raises into the executor.
+    """
+    try:
+        stamp = from_time(msg.header.stamp)
+    except (ValueError, AttributeError, TypeError) as e:
+        hub.report_error(camera, f"bad header: {e}")
+        logger.warning(f"dropped frame from {camera}: bad header: {e}", throttle_duration_sec=5.0)
+        return
+    hub.update_raw(camera, msg, stamp, _colour_image)
