@@ -14,9 +14,8 @@ from typing import Optional
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from emu_ros.action import ExecuteTask
@@ -28,7 +27,7 @@ from emu_ros.bridge.skills import ProfileSkillExecutor
 from emu_ros.core.camera_hub import CameraHub
 from emu_ros.core.types import CancelToken
 from emu_ros.ros.adapters import make_adapter
-from emu_ros.ros.conversions import feed_hub
+from emu_ros.ros.conversions import CAMERA_QOS, feed_hub
 from emu_ros.ros.image_conversion import empty_image, numpy_to_image
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
@@ -56,12 +55,16 @@ class BridgeNode(Node):
         declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
+        # Cameras: their own MutuallyExclusive group. Each callback only stores a message reference
+        # (O(1), conversion happens at observe), and one camera thread at a time keeps them off the
+        # threads that serve goals / generate plans.
+        self._camera_group = MutuallyExclusiveCallbackGroup()
         self.adapter = adapter if adapter is not None else make_adapter(self, self.profile)
         self.hub = CameraHub([c.name for c in self.profile.cameras], {c.name: c.max_age_s for c in self.profile.cameras},
                              required=[self.profile.visual_check.camera])
         self._subs = [self.create_subscription(Image, c.topic,
                                                lambda m, n=c.name: feed_hub(self.hub, n, m, self.get_logger()),
-                                               qos_profile_sensor_data, callback_group=self._group)
+                                               CAMERA_QOS, callback_group=self._camera_group)
                       for c in self.profile.cameras]
         self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
         self.mapper = SkillMapper.load(param(self, "skills"))

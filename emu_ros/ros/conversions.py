@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
 
 from emu_ros.core.types import HistoryEntry, OutcomeStatus, Plan, PlanStep
@@ -112,6 +113,12 @@ def observation_images_from_msgs(images: Sequence, cameras: Sequence[str]) -> di
             raise ValueError(f"goal image {i} has encoding {img.encoding}: planning needs a colour image")
         out[cameras[i] if cameras else f"goal_image_{i}"] = np.ascontiguousarray(arr)
     return out
+
+
+# "Latest frame" camera QoS: keep-last depth 1, best effort. The planner only ever reads the newest
+# frame, so a deeper queue (qos_profile_sensor_data keeps 5) just delivers frames that are already
+# superseded; best effort matches camera drivers and never blocks them on a slow reader.
+CAMERA_QOS = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 
 
 def _colour_image(msg):

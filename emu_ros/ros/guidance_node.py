@@ -22,9 +22,9 @@ from typing import Optional
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
@@ -36,7 +36,7 @@ from emu_ros.core.camera_hub import CameraHub
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 from emu_ros.core.types import Cancelled, CameraFrame, Observation, PlanningError
 from emu_ros.msg import Plan as PlanMsg
-from emu_ros.ros.conversions import (feed_hub, history_from_msgs, observation_images_from_msgs, plan_markers,
+from emu_ros.ros.conversions import (CAMERA_QOS, feed_hub, history_from_msgs, observation_images_from_msgs, plan_markers,
                                      plan_to_msg, step_to_msg)
 from emu_ros.ros.image_conversion import ImageConversionError, numpy_to_image
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
@@ -79,6 +79,10 @@ class GuidanceNode(LifecycleNode):
                 "before failing (e.g. right after start-up)", float_range=(0.0, 60.0))
         self._busy = threading.Lock()
         self._group = ReentrantCallbackGroup()
+        # Cameras: their own MutuallyExclusive group. Each callback only stores a message reference
+        # (O(1), conversion happens at observe), and one camera thread at a time keeps them off the
+        # threads that serve goals / generate plans.
+        self._camera_group = MutuallyExclusiveCallbackGroup()
         self._subs = []
         self._plan_pub = self._image_pub = self._marker_pub = None
         self._active = False
@@ -112,7 +116,7 @@ class GuidanceNode(LifecycleNode):
         for cam in self.profile.cameras:
             self._subs.append(self.create_subscription(
                 Image, cam.topic, lambda m, c=cam.name: feed_hub(self.hub, c, m, self.get_logger()),
-                qos_profile_sensor_data, callback_group=self._group))
+                CAMERA_QOS, callback_group=self._camera_group))
         self._active = True
         return super().on_activate(state)  # super() activates lifecycle entities (rclpy contract)
 
