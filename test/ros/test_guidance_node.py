@@ -1,6 +1,7 @@
 """emu_guidance on real rclpy: camera replay from a rosbag2 MCAP, GeneratePlan, ~/plan, markers, faults."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,25 @@ def replay(node: Node, bag: Path, hz: float = 30.0) -> int:
     return n
 
 
+@contextlib.contextmanager
+def streaming(node: Node, bag: Path, hz: float = 30.0):
+    """Loop the bag like a live camera while the block runs (a robot's cameras do not stop
+    when a plan is requested; a one-shot replay goes stale under a loaded machine)."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            replay(node, bag, hz)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=10)
+
+
 def go(node, transition: str) -> str:
     """Trigger a lifecycle transition in-process; return the state label after it (refusals keep the state)."""
     try:
@@ -108,7 +128,8 @@ def test_replay_plan_markers_and_late_subscriber(guidance, spin, tmp_path, wait_
     spin(client_node, single=True)
     assert replay(pub_node, bag) == 30
     assert wait_for(lambda: guidance.hub.status()[0].received > 0)
-    out, fb = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    with streaming(pub_node, bag):
+        out, fb = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     r = out["result"]
     assert r.status == 4, r.result.message
     assert r.result.success and len(r.result.plan.steps) == 7
@@ -211,8 +232,8 @@ def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_pa
     client_node.create_subscription(PlanMsg, "/emu_guidance/plan", got.append, LATCHED)
     spin(pub_node)
     spin(client_node, single=True)
-    replay(pub_node, bag)
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="transfer the cube"), timeout=120)
+    with streaming(pub_node, bag):
+        out, _ = send(client_node, GeneratePlan.Goal(instruction="transfer the cube"), timeout=120)
     r = out["result"]
     assert r.status == 4, r.result.message  # seed 0 decodes to text-only steps (random weights)
     assert r.result.plan.source == "emu35-ar" and 1 <= len(r.result.plan.steps) <= 12
