@@ -85,7 +85,9 @@ def test_interbotix_adapter_streams_and_measures(spin, tmp_path, wait_for):
     r = adapter.execute_trajectory(goal(target), timeout=30.0)
     assert r.ok, r.message
     assert np.allclose(adapter.joint_state().get([f"left_{j}" for j in ARM]), target, atol=0.02)
-    assert follower.commands >= 20, "set-points are streamed, not one jump"
+    # a 0.3 s segment at 100 Hz is ~30 set-points; a GIL-starved streaming thread skips some (time-based), so
+    # the bound only separates "streamed" from "one jump"
+    assert follower.commands >= 5, "set-points are streamed, not one jump"
     r = adapter.execute_gripper(GripperGoal("left_gripper", 0.0), timeout=3.0)
     assert r.ok and adapter.joint_state().positions["left_gripper"] < 0.1  # normalised from metres
     follower.stuck = True  # the arm stops following: goal tolerance violated
