@@ -5,6 +5,7 @@
     emu-ros eval --task transfer_cube --episodes 50 --fault missed_grasp --compare
     emu-ros check-model /data/Emu3.5   verify a downloaded model directory in seconds
     emu-ros calibrate FRAMES/ --profile aloha   visual-check threshold from labelled frames
+    emu-ros calibrate-gripper --profile aloha --gripper left_gripper   gripper range off /joint_states
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ VERBS = {
     "eval": ("emu_ros.sim.evaluate", "success rate of simulated episodes with injected faults"),
     "check-model": ("emu_ros.model.check", "verify an Emu3.5 model directory without loading the weights"),
     "calibrate": ("emu_ros.bridge.visual_check", "calibrate the visual-check threshold on labelled frames"),
+    "calibrate-gripper": ("emu_ros.ros.calibrate_gripper", "read a gripper's open/closed positions off /joint_states"),
 }
 
 

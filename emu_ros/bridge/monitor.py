@@ -129,22 +129,23 @@ class StepMonitor:
             if opening is None:
                 return OutcomeStatus.FAILED, "no_joint_state", f"no opening reported for gripper {name} (joint {g.joint})"
             details[f"{name}_opening"] = round(opening, 4)
-            if opening < g.empty_below:
+            if opening < g.opening(g.empty_below):
                 return (OutcomeStatus.UNFINISHED, "gripper_empty",
-                        f"{name} closed on nothing (opening {opening:.2f} < {g.empty_below:.2f}): the object was "
-                        "missed or slipped out")
-            if opening > g.closed_above:
+                        f"{name} closed on nothing ({g.describe(opening)} < {g.threshold('empty_below')}): "
+                        "the object was missed or slipped out")
+            if opening > g.opening(g.closed_above):
                 return (OutcomeStatus.FAILED, "gripper_not_closed",
-                        f"{name} did not close (opening {opening:.2f} > {g.closed_above:.2f})")
+                        f"{name} did not close ({g.describe(opening)} > {g.threshold('closed_above')})")
         for name in execution.expect_released:
             g = self._gripper(name)
             opening = _opening(state, g.joint)
             if opening is None:
                 return OutcomeStatus.FAILED, "no_joint_state", f"no opening reported for gripper {name} (joint {g.joint})"
             details[f"{name}_opening"] = round(opening, 4)
-            if opening < g.released_above:
+            if opening < g.opening(g.released_above):
                 return (OutcomeStatus.UNFINISHED, "not_released",
-                        f"{name} is still closed (opening {opening:.2f} < {g.released_above:.2f}): the object was not released")
+                        f"{name} is still closed ({g.describe(opening)} < {g.threshold('released_above')}): "
+                        "the object was not released")
         return None
 
     def _check_visual(self, step: PlanStep, observation: Optional[Observation], before: Optional[Observation],

@@ -30,7 +30,7 @@ class ArmMotion:
     def _holds_something(self, gripper: str) -> bool:
         g = self.profile.gripper(gripper)
         x = self._opening(gripper)
-        return g.empty_below <= x < g.closed_above
+        return g.opening(g.empty_below) <= x < g.opening(g.closed_above)
 
     def _tool(self, arm: ArmSpec, q: Optional[np.ndarray] = None) -> tuple:
         return self.chains[arm.name].fk(self._q(arm) if q is None else q)

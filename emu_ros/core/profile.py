@@ -31,22 +31,79 @@ class CameraSpec:
     #: A frame older than this (s) counts as stale: the engine refuses to plan from it.
     max_age_s: float = 1.0
     required: bool = True
+    #: Keep every n-th row/column when the frame is decoded (1 = full size). The model resizes to its
+    #: own image area anyway; downsampling at intake means the frame is never copied at full size.
+    downsample: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.downsample, int) or isinstance(self.downsample, bool) or self.downsample < 1:
+            raise ValueError(f"camera {self.name!r}: downsample must be an integer >= 1, got {self.downsample!r}")
+        if not float(self.max_age_s) > 0:
+            raise ValueError(f"camera {self.name!r}: max_age_s must be > 0, got {self.max_age_s!r}")
 
 
 @dataclass(frozen=True)
 class GripperSpec:
+    """A gripper as its joint reports it. Positions and thresholds are in the joint's own units.
+
+    The adapters report the gripper in JointState under `joint` as an *opening* (0 closed .. 1 open,
+    from `closed_position`/`open_position`); the monitor compares openings with the thresholds'
+    openings. Thresholds are written in joint units so they can be read off `/joint_states`
+    (`emu-ros calibrate-gripper` prints them) and are checked against the declared range at load.
+    """
     name: str
-    #: Name of the gripper joint in the JointState the adapter reports (normalised 0 closed..1 open).
+    #: Name of the gripper's opening in the JointState the adapter reports.
     joint: str
-    #: Opening (normalised) below which a closed gripper holds nothing: a missed grasp.
+    #: Joint the robot publishes on /joint_states (e.g. Interbotix `left_finger`); default: `joint`.
+    hardware_joint: str = ""
+    #: The joint's reading fully closed on nothing and fully open (its own units; may be descending).
+    closed_position: float = 0.0
+    open_position: float = 1.0
+    #: Unit of positions and thresholds, for messages ("m", "rad"; "" = already an opening 0..1).
+    unit: str = ""
+    #: Below this a closed gripper holds nothing (missed grasp, slip).
     empty_below: float = 0.15
-    #: Opening above which a "closed" gripper is still open (it never closed: fault).
+    #: Above this a "closed" gripper is still open (it never closed: a fault).
     closed_above: float = 0.9
-    #: Opening above which the gripper counts as open after a release (the object was let go).
+    #: Above this the gripper counts as open after a release (the object was let go).
     released_above: float = 0.8
-    #: Robot units for the adapter: position command for normalised 0 and 1.
+    #: Command values the adapter sends for fully closed and fully open (robot units).
     closed_command: float = 0.0
     open_command: float = 1.0
+
+    def __post_init__(self):
+        if not self.hardware_joint:
+            object.__setattr__(self, "hardware_joint", self.joint)
+        lo, hi = sorted((float(self.closed_position), float(self.open_position)))
+        if lo == hi:
+            raise ValueError(f"gripper {self.name!r}: closed_position and open_position are both {lo}")
+        for field_name in ("empty_below", "closed_above", "released_above"):
+            v = float(getattr(self, field_name))
+            if not lo <= v <= hi:
+                raise ValueError(f"gripper {self.name!r}: {field_name} {v} is outside the joint's range [{lo}, {hi}]"
+                                 f"{' ' + self.unit if self.unit else ''} (closed_position..open_position); "
+                                 f"thresholds are in the joint's own units")
+        if not self.opening(self.empty_below) < self.opening(self.closed_above):
+            raise ValueError(f"gripper {self.name!r}: empty_below must be closer to closed_position than closed_above")
+
+    def opening(self, position: float) -> float:
+        """Joint reading -> opening (0 closed .. 1 open)."""
+        return (float(position) - self.closed_position) / (self.open_position - self.closed_position)
+
+    def position(self, opening: float) -> float:
+        """Opening -> joint reading, for messages in the robot's units."""
+        return self.closed_position + float(opening) * (self.open_position - self.closed_position)
+
+    def describe(self, opening: float) -> str:
+        """An opening as the robot reports it, e.g. "0.0215 m (opening 0.08)" or "opening 0.08"."""
+        if not self.unit:
+            return f"opening {opening:.2f}"
+        return f"{self.position(opening):.4g} {self.unit} (opening {opening:.2f})"
+
+    def threshold(self, field_name: str) -> str:
+        """A threshold with its field name, in the profile's units: "empty_below 0.0263 m"."""
+        v = float(getattr(self, field_name))
+        return f"{field_name} {v:.4g} {self.unit}" if self.unit else f"{field_name} {v:.2f}"
 
 
 @dataclass(frozen=True)
@@ -166,7 +223,7 @@ def _build(cls, data: Mapping, where: str, **fixed):
         raise ProfileError(f"{where}: unknown field(s) {sorted(unknown)} (known: {sorted(known)})")
     try:
         return cls(**{**data, **fixed})
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ProfileError(f"{where}: {e}") from None
 
 

@@ -113,14 +113,15 @@ def robot_signal_check(profile: RobotProfile, ex: SkillExecution, positions: dic
     for g in ex.expect_holding:
         spec = profile.gripper(g)
         x = positions.get(spec.joint, float("nan"))
-        if not x >= spec.empty_below:
-            return OutcomeStatus.UNFINISHED, "gripper_empty", f"{g} closed on nothing (opening {x:.2f} < {spec.empty_below})"
-        if x >= spec.closed_above:
+        if not x >= spec.opening(spec.empty_below):
+            return (OutcomeStatus.UNFINISHED, "gripper_empty",
+                    f"{g} closed on nothing ({spec.describe(x)} < {spec.threshold('empty_below')})")
+        if x >= spec.opening(spec.closed_above):
             return OutcomeStatus.UNFINISHED, "gripper_open", f"{g} did not close (opening {x:.2f})"
     for g in ex.expect_released:
         spec = profile.gripper(g)
         x = positions.get(spec.joint, float("nan"))
-        if not x >= spec.released_above:
+        if not x >= spec.opening(spec.released_above):
             return OutcomeStatus.UNFINISHED, "not_released", f"{g} still closed (opening {x:.2f})"
     tol = profile.tolerances.joint_goal
     errs = {j: abs(positions.get(j, np.nan) - q) for j, q in ex.joint_targets.items()}
@@ -139,7 +140,7 @@ def lost_holds(profile: RobotProfile, standing: dict, positions: dict) -> list:
     out = []
     for g, text in standing.items():
         spec = profile.gripper(g)
-        if not positions.get(spec.joint, float("nan")) >= spec.empty_below:
+        if not positions.get(spec.joint, float("nan")) >= spec.opening(spec.empty_below):
             out.append((g, text))
     return out
 

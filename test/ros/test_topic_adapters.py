@@ -1,9 +1,6 @@
 """Interbotix (ALOHA default bringup) and AimDK topic adapters against fake robots on real rclpy."""
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 from rclpy.node import Node
@@ -13,7 +10,6 @@ from sensor_msgs.msg import JointState as JointStateMsg
 interbotix = pytest.importorskip("interbotix_xs_msgs.msg", reason="test-only interbotix_xs_msgs not built")
 aimdk = pytest.importorskip("aimdk_msgs.msg", reason="test-only aimdk_msgs not built")
 
-from emu_ros.core.profile import load_profile  # noqa: E402
 from emu_ros.core.protocols import GoalStatus, GripperGoal, TrajectoryGoal, TrajectoryPoint  # noqa: E402
 from emu_ros.ros.adapters import make_adapter  # noqa: E402
 
@@ -26,7 +22,7 @@ class FakeInterbotixFollower(Node):
     def __init__(self, robot: str, lag: float = 1.0, stuck: bool = False):
         super().__init__(f"fake_{robot}")
         self.q = dict(zip(ARM, [0.0, -0.96, 1.16, 0.0, -0.3, 0.0]))
-        self.q["left_finger"] = 0.057
+        self.q["left_finger"] = 0.058  # metres, open (the real follower's finger joint)
         self.target = dict(self.q)
         self.lag, self.stuck, self.commands = lag, stuck, 0
         self.create_subscription(interbotix.JointGroupCommand, f"/{robot}/commands/joint_group", self._group, 10)
@@ -42,7 +38,10 @@ class FakeInterbotixFollower(Node):
 
     def _single(self, m):
         assert m.name == "gripper"
-        self.target["left_finger"] = 0.021 + (0.057 - 0.021) * max(0.0, min(1.0, m.cmd))
+        # the command is the gripper motor position in rad (closed 0.6197 .. open 1.6214); the finger follows
+        # in metres (0.0184 .. 0.0580), as on the real follower
+        assert 0.5 < m.cmd < 1.7, f"gripper command {m.cmd} is not a motor position in rad"
+        self.target["left_finger"] = 0.0184 + (0.0580 - 0.0184) * (m.cmd - 0.6197) / (1.6214 - 0.6197)
 
     def _tick(self):
         for k in self.q:
@@ -58,9 +57,7 @@ def aloha_profile(tmp_path):
     data = yaml.safe_load((config_dir() / "robots/aloha.yaml").read_text())
     data["adapter"]["stream_hz"] = 100
     data["adapter"]["settle_timeout_s"] = 5.0  # the fake follower shares this process (and its GIL)
-    data["adapter"]["gripper_state"] = {"left_gripper": {"joint": "left_finger", "closed": 0.021, "open": 0.057},
-                                        "right_gripper": {"joint": "left_finger", "closed": 0.021, "open": 0.057}}
-    return parse_profile(data, "aloha-test")
+    return parse_profile(data, "aloha-test")  # grippers exactly as shipped: finger range in metres
 
 
 def goal(q):
@@ -88,8 +85,9 @@ def test_interbotix_adapter_streams_and_measures(spin, tmp_path, wait_for):
     # a 0.3 s segment at 100 Hz is ~30 set-points; a GIL-starved streaming thread skips some (time-based), so
     # the bound only separates "streamed" from "one jump"
     assert follower.commands >= 5, "set-points are streamed, not one jump"
+    assert adapter.joint_state().positions["left_gripper"] == pytest.approx(1.0, abs=0.02)  # 0.058 m = open
     r = adapter.execute_gripper(GripperGoal("left_gripper", 0.0), timeout=3.0)
-    assert r.ok and adapter.joint_state().positions["left_gripper"] < 0.1  # normalised from metres
+    assert r.ok and adapter.joint_state().positions["left_gripper"] < 0.1  # the opening, from metres
     follower.stuck = True  # the arm stops following: goal tolerance violated
     r = adapter.execute_trajectory(goal([0.0] * 6), timeout=30.0)
     assert r.status is GoalStatus.ABORTED and r.error_code == -5
@@ -128,3 +126,14 @@ def test_aimdk_adapter_publishes_both_arms(spin, tmp_path, wait_for):
     assert r.ok, r.message
     assert received and len(received[-1].joints) == len(names), "one message carries both arms"
     assert [j.name for j in received[-1].joints] == names
+
+
+def test_a_missing_interface_names_where_to_get_it():
+    from emu_ros.ros.adapters.base import AdapterConfigError, import_interface
+
+    with pytest.raises(AdapterConfigError, match="interbotix_ros_core.*not on apt"):
+        import_interface("interbotix_xs_msgs/msg/NoSuchCommand")
+    with pytest.raises(AdapterConfigError, match=r"sudo apt install ros-\$ROS_DISTRO-control-msgs"):
+        import_interface("control_msgs/action/NoSuchAction")
+    with pytest.raises(AdapterConfigError, match="must look like pkg/msg/Name"):
+        import_interface("FollowJointTrajectory")

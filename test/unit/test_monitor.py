@@ -88,7 +88,7 @@ def test_step_timeout(monitor, profile):
 def test_closed_on_nothing_is_a_missed_grasp(monitor):
     out = monitor.evaluate(STEP, execution(holding=("right_gripper",)), state(gripper=0.05))
     assert (out.status, out.code) == (OutcomeStatus.UNFINISHED, "gripper_empty")
-    assert "closed on nothing (opening 0.05 < 0.20)" in out.reason
+    assert "closed on nothing (opening 0.05 < empty_below 0.20)" in out.reason
 
 
 def test_gripper_never_closed(monitor):

@@ -57,6 +57,13 @@ def sim_dict():
     (lambda d: d["arms"][0]["chain"]["joints"][1].update(kind="ball"), "'ball' is not revolute|prismatic"),
     (lambda d: d["arms"][0].update(joint_names=["a"]), "differ from the chain"),
     (lambda d: d["cameras"].append(dict(d["cameras"][0])), "duplicate camera names"),
+    (lambda d: d["cameras"][0].update(downsample=0), r"cameras\[0\]: camera 'cam_high': downsample must be an integer >= 1"),
+    (lambda d: d["cameras"][0].update(downsample=1.5), "downsample must be an integer"),
+    (lambda d: d["cameras"][0].update(max_age_s=0), "max_age_s must be > 0"),
+    (lambda d: d["grippers"][0].update(empty_below=1.5),
+     r"grippers\[0\]: gripper 'left_gripper': empty_below 1.5 is outside the joint's range \[0.0, 1.0\]"),
+    (lambda d: d["grippers"][0].update(closed_position=0.02, open_position=0.02), "both 0.02"),
+    (lambda d: d["grippers"][0].update(empty_below=0.95, closed_above=0.9), "empty_below must be closer"),
 ])
 def test_profile_errors_name_file_and_field(sim_dict, mutate, match):
     data = copy.deepcopy(sim_dict)
@@ -100,3 +107,19 @@ def test_agibot_ik_skills_fail_clearly_through_the_monitor():
     out = StepMonitor(p).evaluate(PlanStep(0, text), ex, adapter.joint_state())
     assert out.status is OutcomeStatus.FAILED and "no kinematic chain" in out.reason
     assert adapter.trajectories == []
+
+
+def test_aloha_gripper_thresholds_are_in_the_finger_joints_metres():
+    """The Interbotix follower reports its finger in metres: range and thresholds are written that way."""
+    p = load_profile("aloha")
+    g = p.gripper("left_gripper")
+    assert g.hardware_joint == "left_finger" and g.unit == "m"
+    assert 0.015 < g.closed_position < g.empty_below < g.released_above < g.closed_above < g.open_position < 0.07
+    assert g.opening(g.empty_below) == pytest.approx(0.2, abs=0.01)  # 20 % of the stroke
+    assert g.opening(0.0184) == pytest.approx(0.0) and g.position(1.0) == pytest.approx(0.058)
+    assert "m (opening" in g.describe(0.1)
+    # a threshold left in [0, 1] by mistake is caught at load, naming the field
+    data = yaml.safe_load((config_dir() / "robots" / "aloha.yaml").read_text())
+    data["grippers"][0]["empty_below"] = 0.2
+    with pytest.raises(ProfileError, match=r"grippers\[0\].*empty_below 0.2 is outside the joint's range"):
+        parse_profile(data, "aloha.yaml")

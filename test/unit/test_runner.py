@@ -242,7 +242,7 @@ def test_replan_budget_exhausted(profile, tmp_path):
     rig.adapter.grasp_misses = 10
     res = rig.run()
     assert res.status == "aborted" and res.replans == 2
-    assert res.message == (f"step 3 \"{SEVEN_STEPS[2]}\" unfinished: right_gripper closed on nothing (opening 0.05 < "
+    assert res.message == (f"step 3 \"{SEVEN_STEPS[2]}\" unfinished: right_gripper closed on nothing (opening 0.05 < empty_below "
                            "0.20): the object was missed or slipped out — re-plan budget exhausted (2/2 re-plans used)")
     assert rig.rec.types().count("replanning") == 2
     assert_log_matches_events(rig)

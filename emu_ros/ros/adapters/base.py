@@ -32,9 +32,18 @@ def import_interface(type_name: str) -> Any:
     try:
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ImportError, AttributeError) as e:
-        raise AdapterConfigError(
-            f"cannot import {type_name} ({e}); install the package on the robot (e.g. apt install ros-$ROS_DISTRO-"
-            f"{pkg.replace('_', '-')}) and source its setup.bash") from None
+        how = WHERE_FROM.get(pkg, f"sudo apt install ros-$ROS_DISTRO-{pkg.replace('_', '-')}")
+        raise AdapterConfigError(f"cannot import {type_name} ({e}); install it: {how}; then source its "
+                                 f"setup.bash") from None
+
+
+#: Where the adapters' interface packages come from, for the error a missing one raises.
+WHERE_FROM = {
+    "control_msgs": "sudo apt install ros-$ROS_DISTRO-control-msgs",
+    "interbotix_xs_msgs": "build Interbotix/interbotix_ros_core (interbotix_xs_msgs) in your workspace, as the "
+                          "ALOHA setup does; it is not on apt",
+    "aimdk_msgs": "build aimdk_msgs from Agibot's AimDK SDK in your workspace; it is not on apt",
+}
 
 
 def wait_future(future: Any, timeout: float, cancel: Optional[CancelToken] = None, period: float = 0.05) -> str:
@@ -109,10 +118,5 @@ def result(status: GoalStatus, message: str = "", code: int = 0, started: Option
 
 
 def gripper_state_ranges(profile: RobotProfile) -> Dict[str, tuple]:
-    """Per gripper joint (profile name): (closed, open) position as the robot reports it."""
-    ranges = {}
-    settings = profile.adapter_settings.get("gripper_state", {}) or {}
-    for g in profile.grippers:
-        s = settings.get(g.name, {})
-        ranges[g.joint] = (float(s.get("closed", 0.0)), float(s.get("open", 1.0)))
-    return ranges
+    """Per gripper joint (profile name): (closed, open) reading in the joint's units, from the profile."""
+    return {g.joint: (g.closed_position, g.open_position) for g in profile.grippers}

@@ -73,7 +73,7 @@ class FollowJointTrajectoryAdapter:
             for arm in profile.arms:
                 mapping.update(dict(zip(arm.hardware_joint_names, arm.joint_names)))
             for g in profile.grippers:
-                mapping.setdefault(g.joint, g.joint)
+                mapping.setdefault(g.hardware_joint, g.joint)
             name_map[topic] = mapping
         self._state = JointStateCache(node, topics, name_map, gripper_state_ranges(profile))
         self._active_lock = threading.Lock()

@@ -167,8 +167,7 @@ class InterbotixAdapter(StreamingTopicAdapter):
             if arm.gripper:
                 g = profile.gripper(arm.gripper)
                 self._gripper_pubs[g.name] = node.create_publisher(single_t, f"/{robot}/commands/joint_single", state_qos())
-                hw = (s.get("gripper_state", {}).get(g.name, {}) or {}).get("joint", "left_finger")
-                mapping[hw] = g.joint
+                mapping[g.hardware_joint] = g.joint  # e.g. Interbotix `left_finger` (metres) -> the opening
             name_map[f"/{robot}/joint_states"] = mapping
         super().__init__(node, profile, name_map)
 
