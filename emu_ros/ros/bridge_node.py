@@ -14,9 +14,8 @@ from typing import Optional
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import Image
 
 from emu_ros.action import ExecuteTask
 from emu_ros.bridge.monitor import StepMonitor
@@ -24,11 +23,12 @@ from emu_ros.core.profile import load_profile
 from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.skills import ProfileSkillExecutor
-from emu_ros.core.camera_hub import CameraHub
 from emu_ros.core.types import CancelToken
 from emu_ros.ros.adapters import make_adapter
-from emu_ros.ros.conversions import CAMERA_QOS, feed_hub
+from emu_ros.ros.camera_intake import node_camera_hub, subscribe_cameras
+from emu_ros.ros.dds import use_large_image_profile
 from emu_ros.ros.image_conversion import empty_image, numpy_to_image
+from emu_ros.ros.log_routing import LogRoute
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
 
@@ -46,6 +46,8 @@ class BridgeNode(Node):
         """`adapter`, `perception` and `skill_executor` may be injected (the simulator, fault injection);
         otherwise the profile's ROS adapter and a ProfileSkillExecutor are built."""
         super().__init__(node_name, **kwargs)
+        # The core (runner, monitor, skills, simulator, adapters) logs through Python logging: to /rosout.
+        self._log_route = LogRoute(self, ["emu_ros.bridge", "emu_ros.sim", "emu_ros.ros.adapters"])
         declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
         declare(self, "generate_plan_action", "/emu_guidance/generate_plan", "GeneratePlan action of the guidance node")
         declare(self, "skills", "default", "Skill library: a name in config/skills or a YAML path", read_only=True)
@@ -55,17 +57,12 @@ class BridgeNode(Node):
         declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
-        # Cameras: their own MutuallyExclusive group. Each callback only stores a message reference
-        # (O(1), conversion happens at observe), and one camera thread at a time keeps them off the
-        # threads that serve goals / generate plans.
-        self._camera_group = MutuallyExclusiveCallbackGroup()
+        # Cameras are pulled, not spun: their messages wait in the reader (keep-last 1) until the hub
+        # takes the newest one for an observation, so 30 Hz frames cost this process no Python at all
+        # (emu_ros/ros/camera_intake.py has the measurement behind this).
         self.adapter = adapter if adapter is not None else make_adapter(self, self.profile)
-        self.hub = CameraHub([c.name for c in self.profile.cameras], {c.name: c.max_age_s for c in self.profile.cameras},
-                             required=[self.profile.visual_check.camera])
-        self._subs = [self.create_subscription(Image, c.topic,
-                                               lambda m, n=c.name: feed_hub(self.hub, n, m, self.get_logger()),
-                                               CAMERA_QOS, callback_group=self._camera_group)
-                      for c in self.profile.cameras]
+        self.hub = node_camera_hub(self, self.profile.cameras, required=[self.profile.visual_check.camera])
+        self._subs = subscribe_cameras(self, self.hub, self.profile.cameras)
         self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
         self.mapper = SkillMapper.load(param(self, "skills"))
         self.executor_ = skill_executor or ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
@@ -79,6 +76,10 @@ class BridgeNode(Node):
                                     goal_service_qos_profile=GOAL_SERVICE_QOS, cancel_service_qos_profile=GOAL_SERVICE_QOS)
         self.get_logger().info(f"ready: profile {self.profile.name}, adapter {getattr(self.adapter, 'name', '?')}, "
                                f"planner {self.planner.action_name}")
+
+    def destroy_node(self):
+        self._log_route.close()
+        return super().destroy_node()
 
     def make_runner(self, max_replans: int) -> TaskRunner:
         cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"))
@@ -165,9 +166,11 @@ class BridgeNode(Node):
 
 
 def main(args=None) -> int:
+    dds = use_large_image_profile()  # before rclpy.init: the participant reads it when created
     rclpy.init(args=args)
     try:
         node = BridgeNode()
+        node.get_logger().info(dds)
     except Exception as e:  # noqa: BLE001 - a bad profile/adapter config: say why and exit cleanly
         rclpy.logging.get_logger("emu_bridge").fatal(f"cannot start: {e}")
         rclpy.try_shutdown()

@@ -6,14 +6,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
 
 from emu_ros.core.types import HistoryEntry, OutcomeStatus, Plan, PlanStep
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.msg import PlanStep as PlanStepMsg
 from emu_ros.msg import StepRecord
-from emu_ros.ros.image_conversion import ImageConversionError, empty_image, image_to_numpy, numpy_to_image
+from emu_ros.ros.image_conversion import empty_image, image_to_numpy, numpy_to_image
 
 
 def to_time(seconds: float) -> Time:
@@ -113,36 +112,3 @@ def observation_images_from_msgs(images: Sequence, cameras: Sequence[str]) -> di
             raise ValueError(f"goal image {i} has encoding {img.encoding}: planning needs a colour image")
         out[cameras[i] if cameras else f"goal_image_{i}"] = np.ascontiguousarray(arr)
     return out
-
-
-# "Latest frame" camera QoS: keep-last depth 1, best effort. The planner only ever reads the newest
-# frame, so a deeper queue (qos_profile_sensor_data keeps 5) just delivers frames that are already
-# superseded; best effort matches camera drivers and never blocks them on a slow reader.
-CAMERA_QOS = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
-
-
-def _colour_image(msg):
-    """Converter run by the CameraHub at observe time (once per message): sensor_msgs/Image -> uint8 RGB."""
-    try:
-        arr = image_to_numpy(msg)
-    except ImageConversionError as e:
-        raise ValueError(str(e)) from e
-    if arr.ndim != 3:
-        raise ValueError(f"{msg.encoding} is not a colour image")
-    return arr
-
-
-def feed_hub(hub, camera: str, msg, logger) -> None:
-    """A camera subscription's callback body: O(1) — keep a reference to the message in the CameraHub.
-
-    Decoding happens only when a planner observes (CameraHub.update_raw/observe), once per message.
-    A bad frame (encoding, size, a depth image on a colour topic, an absurd header) is dropped with its
-    reason at conversion time; the hub reports it by camera name. Nothing here raises into the executor.
-    """
-    try:
-        stamp = from_time(msg.header.stamp)
-    except (ValueError, AttributeError, TypeError) as e:
-        hub.report_error(camera, f"bad header: {e}")
-        logger.warning(f"dropped frame from {camera}: bad header: {e}", throttle_duration_sec=5.0)
-        return
-    hub.update_raw(camera, msg, stamp, _colour_image)

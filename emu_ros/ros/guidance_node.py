@@ -22,7 +22,7 @@ from typing import Optional
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -36,9 +36,12 @@ from emu_ros.core.camera_hub import CameraHub
 from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 from emu_ros.core.types import Cancelled, CameraFrame, Observation, PlanningError
 from emu_ros.msg import Plan as PlanMsg
-from emu_ros.ros.conversions import (CAMERA_QOS, feed_hub, history_from_msgs, observation_images_from_msgs, plan_markers,
+from emu_ros.ros.camera_intake import node_camera_hub, subscribe_cameras
+from emu_ros.ros.dds import use_large_image_profile
+from emu_ros.ros.conversions import (history_from_msgs, observation_images_from_msgs, plan_markers,
                                      plan_to_msg, step_to_msg)
 from emu_ros.ros.image_conversion import ImageConversionError, numpy_to_image
+from emu_ros.ros.log_routing import LogRoute
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -59,6 +62,8 @@ class GuidanceNode(LifecycleNode):
         self.engine: Optional[GuidanceEngine] = None  # set before super(): transitions may run early
         self.hub: Optional[CameraHub] = None
         super().__init__(node_name, **kwargs)
+        # The engine, parser, backends and model log through Python logging: to /rosout.
+        self._log_route = LogRoute(self, ["emu_ros.guidance", "emu_ros.model"])
         declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
         declare(self, "backend", "scripted", "World model: 'scripted' (labelled reference planner) or 'emu35'")
         declare(self, "model_dir", "", "Emu3.5 model directory (config.json, safetensors, emu3.tiktoken)", read_only=True)
@@ -79,10 +84,9 @@ class GuidanceNode(LifecycleNode):
                 "before failing (e.g. right after start-up)", float_range=(0.0, 60.0))
         self._busy = threading.Lock()
         self._group = ReentrantCallbackGroup()
-        # Cameras: their own MutuallyExclusive group. Each callback only stores a message reference
-        # (O(1), conversion happens at observe), and one camera thread at a time keeps them off the
-        # threads that serve goals / generate plans.
-        self._camera_group = MutuallyExclusiveCallbackGroup()
+        # Cameras are pulled, not spun: their messages wait in the reader (keep-last 1) until the hub
+        # takes the newest one for an observation, so 30 Hz frames cost this process no Python at all
+        # (emu_ros/ros/camera_intake.py has the measurement behind this).
         self._subs = []
         self._plan_pub = self._image_pub = self._marker_pub = None
         self._active = False
@@ -102,8 +106,8 @@ class GuidanceNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {e}")
             return TransitionCallbackReturn.FAILURE
         cams = [c.name for c in self.profile.cameras]
-        self.hub = CameraHub(cams, {c.name: c.max_age_s for c in self.profile.cameras},
-                             required=[c.name for c in self.profile.cameras if c.required])
+        self.hub = node_camera_hub(self, self.profile.cameras,
+                                   required=[c.name for c in self.profile.cameras if c.required])
         wanted = tuple(c for c in param(self, "plan_cameras") if c) or None
         self.engine = GuidanceEngine(model, self.hub, EngineConfig(max_steps=param(self, "max_steps"), cameras=wanted))
         self._plan_pub = self.create_publisher(PlanMsg, "~/plan", LATCHED)
@@ -113,10 +117,7 @@ class GuidanceNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        for cam in self.profile.cameras:
-            self._subs.append(self.create_subscription(
-                Image, cam.topic, lambda m, c=cam.name: feed_hub(self.hub, c, m, self.get_logger()),
-                CAMERA_QOS, callback_group=self._camera_group))
+        self._subs.extend(subscribe_cameras(self, self.hub, self.profile.cameras))
         self._active = True
         return super().on_activate(state)  # super() activates lifecycle entities (rclpy contract)
 
@@ -126,6 +127,10 @@ class GuidanceNode(LifecycleNode):
             self.engine.cancel("guidance node deactivated")
         self._close_io()
         return super().on_deactivate(state)
+
+    def destroy_node(self):
+        self._log_route.close()
+        return super().destroy_node()
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._release()
@@ -232,6 +237,8 @@ class GuidanceNode(LifecycleNode):
                 "image_area": param(self, "image_area") or None, "generation": generation}
 
     def _close_io(self) -> None:
+        if self.hub is not None:
+            self.hub.clear_sources()
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -276,6 +283,8 @@ class _CancelWatch:
 
 
 def main(args=None) -> int:
+    dds = use_large_image_profile()  # before rclpy.init: the participant reads it when created
     rclpy.init(args=args)
     node = GuidanceNode()
+    node.get_logger().info(dds)
     return spin_nodes([node])

@@ -22,6 +22,7 @@ from rclpy.parameter import Parameter
 
 from emu_ros.core.profile import config_dir
 from emu_ros.ros.bridge_node import BridgeNode
+from emu_ros.ros.dds import use_large_image_profile
 from emu_ros.ros.guidance_node import GuidanceNode
 from emu_ros.ros.node_utils import spin_nodes
 
@@ -57,6 +58,7 @@ def overrides(args: argparse.Namespace) -> list:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, ros_args = build_parser().parse_known_args(argv)
     files = args.params_file or [str(config_dir() / "emu_ros.yaml")]
+    dds = use_large_image_profile()  # before rclpy.init: the participant reads it when created
     rclpy.init(args=["emu-ros-run", *ros_args, "--ros-args", *sum((["--params-file", f] for f in files), [])])
     from pathlib import Path
 
@@ -73,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         guidance_params.append(Parameter("task_dir", value=str(session.task_dir)))
         extra_nodes.append(SimCameraPublisher(session.world))
     guidance = GuidanceNode(parameter_overrides=guidance_params)
+    guidance.get_logger().info(dds)
     try:
         bridge = BridgeNode(parameter_overrides=[Parameter("profile", value=args.profile)], **bridge_kw)
     except Exception as e:  # noqa: BLE001 - bad profile/adapter: say why, exit cleanly

@@ -48,8 +48,12 @@ def write_bag(path: Path, frames: int = 15, hz: float = 30.0) -> Path:
     return path
 
 
-def replay(node: Node, bag: Path, hz: float = 30.0) -> int:
-    """Publish the bag's raw CDR messages on their topics at their rate (best-effort, like a camera)."""
+def replay(node: Node, bag: Path, hz: float = 30.0, restamp: bool = True) -> int:
+    """Publish the bag's messages on their topics at their rate (best-effort, like a camera).
+
+    `restamp` writes the node's clock into each header, as a live driver stamps at capture. The hub
+    judges staleness by header stamp, so a bag played with its recorded stamps is refused unless the
+    player publishes /clock and the node uses sim time (`ros2 bag play --clock`, use_sim_time)."""
     from rclpy.serialization import deserialize_message
     from rosbags.rosbag2 import Reader
 
@@ -57,7 +61,10 @@ def replay(node: Node, bag: Path, hz: float = 30.0) -> int:
     with Reader(bag) as r:
         for conn, _t, raw in r.messages():
             pub = pubs.get(conn.topic) or pubs.setdefault(conn.topic, node.create_publisher(Image, conn.topic, qos_profile_sensor_data))
-            pub.publish(deserialize_message(bytes(raw), Image))
+            msg = deserialize_message(bytes(raw), Image)
+            if restamp:
+                msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
             n += 1
             time.sleep(1.0 / hz / len(r.connections))
     return n

@@ -59,6 +59,19 @@ def test_mono_and_depth():
         assert d.dtype == np.uint16 and (d == depth).all()
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_stride_downsamples_while_decoding(stride):
+    """The intake's per-camera downsample: every stride-th row/column, padding and channel order honoured."""
+    assert (image_to_numpy(pack(RGB, "rgb8", 3), stride=stride) == RGB[::stride, ::stride]).all()
+    assert (image_to_numpy(pack(RGB[:, :, ::-1].copy(), "bgr8", 5), stride=stride) == RGB[::stride, ::stride]).all()
+    out = image_to_numpy(pack(RGB, "rgb8"), stride=stride)
+    assert out.flags["C_CONTIGUOUS"] and out.shape == RGB[::stride, ::stride].shape
+    depth = RNG.integers(0, 65535, (6, 5), dtype=np.uint16)
+    assert (image_to_numpy(pack(depth, "16UC1", 4), stride=stride) == depth[::stride, ::stride]).all()
+    with pytest.raises(ImageConversionError, match="stride must be >= 1"):
+        image_to_numpy(pack(RGB, "rgb8"), stride=0)
+
+
 def test_decoded_array_is_an_independent_copy():
     msg = pack(RGB, "rgb8")
     out = image_to_numpy(msg)
