@@ -7,7 +7,6 @@ Robot-specific entry points (aloha.launch.py, agibot.launch.py, sim.launch.py) i
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
-from launch.conditions import IfCondition
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
@@ -15,6 +14,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
+
+from emu_ros.ros.launch_actions import optional_rviz, refuse_unusable_profile
 
 
 def generate_launch_description():
@@ -53,7 +54,6 @@ def generate_launch_description():
         target_lifecycle_node=guidance, goal_state="inactive",
         entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(guidance),
                                               transition_id=Transition.TRANSITION_ACTIVATE))]))
-    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-                arguments=["-d", PathJoinSubstitution([share, "rviz", "steps.rviz"])],
-                condition=IfCondition(LaunchConfiguration("use_rviz")))
-    return LaunchDescription(args + [guidance, bridge, activate, configure, rviz])
+    # rviz2 is optional: without it, use_rviz:=true warns and the robot nodes still run
+    rviz = optional_rviz(PathJoinSubstitution([share, "rviz", "steps.rviz"]))
+    return LaunchDescription(args + [refuse_unusable_profile(), guidance, bridge, activate, configure, rviz])

@@ -5,10 +5,11 @@ The simulator's adapter is an in-process object, so the nodes run in one process
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from emu_ros.ros.launch_actions import optional_rviz
 
 
 def generate_launch_description():
@@ -18,11 +19,13 @@ def generate_launch_description():
         DeclareLaunchArgument("seed", default_value="0", description="scene seed"),
         DeclareLaunchArgument("fault", default_value="none", description="injected fault: none | missed_grasp | slip | abort | camera_dropout"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start rviz2 with rviz/steps.rviz"),
-        Node(package="emu_ros", executable="emu-ros", name="emu_sim", output="screen",
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "emu_ros.yaml"]),
+                              description="node parameters (emu_guidance, emu_bridge sections)"),
+        # No `name=` here: it would remap every node of the process (emu_guidance, emu_bridge, the
+        # simulated cameras) to one name; the nodes name themselves.
+        Node(package="emu_ros", executable="emu-ros", output="screen",
              arguments=["run", "--profile", "sim_aloha", "--sim-task", LaunchConfiguration("task"),
                         "--sim-seed", LaunchConfiguration("seed"), "--sim-fault", LaunchConfiguration("fault"),
-                        "--params-file", PathJoinSubstitution([share, "config", "emu_ros.yaml"])]),
-        Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-             arguments=["-d", PathJoinSubstitution([share, "rviz", "steps.rviz"])],
-             condition=IfCondition(LaunchConfiguration("use_rviz"))),
+                        "--params-file", LaunchConfiguration("params_file")]),
+        optional_rviz(PathJoinSubstitution([share, "rviz", "steps.rviz"])),
     ])

@@ -144,6 +144,21 @@ STEP="colcon build (test-only interfaces)"
     || { tail -n 40 "$ROOT/log/colcon_build_test_interfaces.txt" >&2; exit 1; }
 ) || fail "building the test-only interfaces failed (log/colcon_build_test_interfaces.txt)"
 
+# The real ROS 2 `launch`/`launch_ros`/`launch_testing` (not on PyPI) from the team's vendored sources,
+# for the launch-file tests (test/launch). A fresh clone without ../shared skips this, and those tests
+# skip with that reason; where ../shared is present (CI) a failure here stops the setup.
+STEP="ros2 launch libraries (../shared/tools/install_ros2_launch.sh)"
+LAUNCH_TOOL="$ROOT/../shared/tools/install_ros2_launch.sh"
+if [ -f "$LAUNCH_TOOL" ]; then
+  say "installing ros2 launch from ../shared/vendor/ros2 into the venv (+ composition_interfaces in install_launch/)"
+  last="$(bash "$LAUNCH_TOOL" "$VENV" "$ROOT/install_launch" | tail -n 1)"
+  say "$last"
+  case "$last" in "ros2 launch ready"*) ;; *) fail "$last";; esac
+else
+  rm -f "$ROOT/install_launch/env.sh"
+  say "skipped ros2 launch libraries: ../shared/tools/install_ros2_launch.sh absent (test/launch will skip)"
+fi
+
 # ---------------------------------------------------------------- 5. the activation file
 STEP="write activate.sh"
 INSTALL_SITE="$ROOT/install/lib/python$PYVER/site-packages"
@@ -159,6 +174,8 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export MUJOCO_GL="\${MUJOCO_GL:-egl}"
+# ros2 launch libraries (only where ../shared provided them)
+if [ -f "$ROOT/install_launch/env.sh" ]; then . "$ROOT/install_launch/env.sh"; fi
 EOF
 
 # ---------------------------------------------------------------- 6. smoke check, then mark ready

@@ -445,8 +445,9 @@ class TaskRunner:
                                 images=images if self.config.log_images else None)
             except Exception:  # noqa: BLE001 - logging trouble must not stop the robot task
                 log.exception("task log write failed for %s", kind.value)
-        level = logging.WARNING if kind in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED, EventType.ABORTED) \
-            else logging.INFO
+        # warnings: the robot did not do what the plan said (a re-plan always follows an unfinished step)
+        level = logging.WARNING if kind in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED, EventType.REPLANNING,
+                                            EventType.ABORTED) else logging.INFO
         if kind is not EventType.STEP_PLANNED:
             log.log(level, "[%s] %s %s", run.run_id, kind.value, event.message)
         for listener in list(self._listeners):

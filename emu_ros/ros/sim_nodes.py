@@ -39,17 +39,26 @@ class SimCameraPublisher(Node):
         self.streamer.subscribed = {name for name, pub in self._pubs.items() if pub.get_subscription_count() > 0}
 
     def _publish_frame(self, frame: CameraFrame) -> None:
-        if not self.context.ok():  # shutting down: stop rendering instead of failing every frame
-            self.streamer.subscribed = set()
-            return
         msg = numpy_to_image(frame.image, "rgb8", stamp=self.get_clock().now().to_msg(), frame_id=f"{frame.camera}_optical")
-        self._pubs[frame.camera].publish(msg)
+        self._publish(self._pubs[frame.camera], msg)
 
     def _publish_joints(self) -> None:
         st = self.world.adapter.joint_state()
         msg = JointState(name=list(st.positions), position=[float(v) for v in st.positions.values()])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._joints.publish(msg)
+        self._publish(self._joints, msg)
+
+    def _publish(self, pub, msg) -> None:
+        """Publish unless shutting down: Ctrl-C invalidates the context between our check and the call."""
+        if not self.context.ok():
+            self.streamer.subscribed = set()  # stop rendering instead of failing every frame
+            return
+        try:
+            pub.publish(msg)
+        except Exception:  # noqa: BLE001 - re-raised unless the context went away under us
+            if self.context.ok():
+                raise
+            self.streamer.subscribed = set()
 
     def destroy_node(self):
         self.streamer.stop()
