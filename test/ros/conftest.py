@@ -44,13 +44,24 @@ def spin(ros_context):
         ex = SingleThreadedExecutor() if single else MultiThreadedExecutor(num_threads=4)
         for n in nodes:
             ex.add_node(n)
-        t = threading.Thread(target=ex.spin, daemon=True)
+        stop = threading.Event()
+
+        def loop():
+            # spin_once until told to stop, so teardown never shuts the executor down under a running
+            # spin (a MultiThreadedExecutor then raises "cannot schedule new futures after shutdown")
+            while not stop.is_set() and rclpy.ok():
+                ex.spin_once(timeout_sec=0.05)
+
+        t = threading.Thread(target=loop, daemon=True)
         t.start()
-        executors.append((ex, t, nodes))
+        executors.append((ex, t, stop, nodes))
         return ex
 
     yield _spin
-    for ex, t, nodes in executors:
+    for ex, t, stop, nodes in executors:
+        stop.set()
+    for ex, t, stop, nodes in executors:
+        t.join(timeout=5.0)
         ex.shutdown(timeout_sec=2.0)
         for n in nodes:
             n.destroy_node()
