@@ -31,8 +31,9 @@ def start(env: dict, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def interrupt(proc: subprocess.Popen, timeout: float = 40.0) -> str:
-    """Ctrl-C as a terminal would send it; the launch must bring its processes down itself."""
+def interrupt(proc: subprocess.Popen, timeout: float = 90.0) -> str:
+    """Ctrl-C as a terminal would send it; the launch must bring its processes down itself (launch
+    escalates to SIGTERM/SIGKILL after 5 s each; the margin is for a loaded 2-core CI machine)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
