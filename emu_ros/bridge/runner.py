@@ -53,6 +53,7 @@ class EventType(str, enum.Enum):
     STEP_UNFINISHED = "step_unfinished"
     STEP_FAILED = "step_failed"
     REPLANNING = "replanning"
+    CONTINUING = "continuing"  # the plan was cut by the world model's budget: asking for the remaining steps
     DONE = "done"
     ABORTED = "aborted"
     CANCELED = "canceled"
@@ -102,6 +103,9 @@ class RunnerConfig:
     max_retries: int = 1
     #: New plans after the first one; 0 = stop at the first step that is not finished.
     max_replans: int = 3
+    #: Requests for the remaining steps when a plan was cut by the world model's budget (not re-plans:
+    #: nothing failed). Past this the task aborts; a cut plan is never reported as done.
+    max_continuations: int = 8
     #: Attempts to get a plan each time one is needed (a camera may be briefly unavailable).
     planning_attempts: int = 2
     planning_retry_delay_s: float = 0.5
@@ -117,7 +121,7 @@ class RunnerConfig:
     log_images: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_retries", "max_replans"):
+        for name in ("max_retries", "max_replans", "max_continuations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RunnerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.planning_attempts < 1:
@@ -140,6 +144,8 @@ class TaskResult:
     plans: List[Plan]
     elapsed_s: float
     log_dir: Optional[str] = None
+    #: Requests for the remaining steps of plans cut by the world model's budget.
+    continuations: int = 0
 
     @property
     def success(self) -> bool:
@@ -224,7 +230,20 @@ class TaskRunner:
                 raise _Abort("empty task instruction")
             plan = self._new_plan(run, reason="")
             i = 0
-            while i < len(plan.steps):
+            while True:
+                if i >= len(plan.steps):
+                    if plan.complete:
+                        break
+                    # The world model ran out of budget mid-plan: the steps done so far are not the task.
+                    # Ask for the rest, with the finished steps in the history; never report it done.
+                    if run.continuations >= cfg.max_continuations:
+                        raise _Abort(f"the plan was cut ({plan.cut_reason or 'incomplete'}) and is still incomplete "
+                                     f"after {run.continuations} continuation(s) (max_continuations="
+                                     f"{cfg.max_continuations}); {run.steps_done} step(s) done")
+                    run.continuations += 1
+                    plan = self._new_plan(run, reason=plan.cut_reason or "the plan was incomplete", continuation=True)
+                    i = 0
+                    continue
                 step = plan.steps[i]
                 outcome = self._attempt(run, plan, step)
                 if outcome.status is OutcomeStatus.FINISHED:
@@ -241,7 +260,8 @@ class TaskRunner:
                 run.replans += 1
                 plan = self._new_plan(run, reason=f"step \"{step.text}\" {outcome.status.value}: {outcome.reason}")
                 i = 0
-            message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "")
+            message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "") \
+                + (f" and {run.continuations} continuation(s) of cut plans" if run.continuations else "")
             self._emit(run, EventType.DONE, message=message)
             return self._finish(run, "succeeded", message)
         except Cancelled as e:
@@ -355,10 +375,15 @@ class TaskRunner:
             log.exception("adapter.cancel_all() failed")
 
     # ---- planning ----------------------------------------------------------------------------
-    def _new_plan(self, run: "_Run", reason: str) -> Plan:
-        """Ask the planner (first plan or a re-plan with the history); aborts after planning_attempts."""
+    def _new_plan(self, run: "_Run", reason: str, continuation: bool = False) -> Plan:
+        """Ask the planner (first plan, a re-plan or a continuation, with the history); aborts after
+        planning_attempts."""
         revision = run.replans
-        if revision:
+        if continuation:
+            self._emit(run, EventType.CONTINUING,
+                       message=f"continuation {run.continuations}/{self.config.max_continuations}: {reason}; "
+                               f"asking for the remaining steps after {run.steps_done} finished")
+        elif revision:
             self._emit(run, EventType.REPLANNING, message=f"re-plan {revision}/{self.config.max_replans}: {reason}")
         errors = []
         for attempt in range(self.config.planning_attempts):
@@ -375,7 +400,8 @@ class TaskRunner:
                     raise PlanningError(f"planner returned {'an empty plan' if isinstance(plan, Plan) else type(plan).__name__}")
                 run.plans.append(plan)
                 self._emit(run, EventType.PLAN_READY, plan=plan,
-                           message=f"{len(plan.steps)} steps from {plan.source or 'unknown source'}",
+                           message=f"{len(plan.steps)} steps from {plan.source or 'unknown source'}"
+                                   + ("" if plan.complete else f" (cut: {plan.cut_reason}; more steps will be asked for)"),
                            images={f"step{i + 1}": s.image for i, s in enumerate(plan.steps)})
                 return plan
             except Cancelled:
@@ -447,7 +473,7 @@ class TaskRunner:
                 log.exception("task log write failed for %s", kind.value)
         # warnings: the robot did not do what the plan said (a re-plan always follows an unfinished step)
         level = logging.WARNING if kind in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED, EventType.REPLANNING,
-                                            EventType.ABORTED) else logging.INFO
+                                            EventType.CONTINUING, EventType.ABORTED) else logging.INFO
         if kind is not EventType.STEP_PLANNED:
             log.log(level, "[%s] %s %s", run.run_id, kind.value, event.message)
         for listener in list(self._listeners):
@@ -461,7 +487,8 @@ class TaskRunner:
                             steps_done=run.steps_done, replans=run.replans, retries=run.retries,
                             outcomes=list(run.outcomes), history=list(run.history), plans=list(run.plans),
                             elapsed_s=time.monotonic() - run.t0,
-                            log_dir=str(self._log.run_dir) if self._log is not None else None)
+                            log_dir=str(self._log.run_dir) if self._log is not None else None,
+                            continuations=run.continuations)
         if self._log is not None:
             try:
                 self._log.close(summary=_summary(result))
@@ -477,6 +504,7 @@ class _Run:
     token: CancelToken
     steps_done: int = 0
     replans: int = 0
+    continuations: int = 0
     retries: int = 0
     outcomes: list = field(default_factory=list)
     history: list = field(default_factory=list)
@@ -502,7 +530,7 @@ def _event_record(e: RunnerEvent) -> dict:
                           "details": e.outcome.details}
     if e.plan is not None:
         rec["plan"] = {"plan_id": e.plan.plan_id, "revision": e.plan.revision, "source": e.plan.source,
-                       "notes": list(e.plan.notes),
+                       "notes": list(e.plan.notes), "complete": e.plan.complete, "cut_reason": e.plan.cut_reason,
                        "steps": [{"index": s.index, "text": s.text, "source": s.source, "notes": list(s.notes),
                                   "has_image": s.image is not None} for s in e.plan.steps]}
     if e.step is not None and e.type is EventType.STEP_PLANNED:
@@ -513,10 +541,10 @@ def _event_record(e: RunnerEvent) -> dict:
 
 def _summary(r: TaskResult) -> dict:
     return {"task": r.task, "status": r.status, "success": r.success, "message": r.message,
-            "steps_done": r.steps_done, "replans": r.replans, "retries": r.retries,
+            "steps_done": r.steps_done, "replans": r.replans, "continuations": r.continuations, "retries": r.retries,
             "elapsed_s": round(r.elapsed_s, 3),
             "sources": sorted({p.source for p in r.plans}),
-            "plans": [{"plan_id": p.plan_id, "revision": p.revision, "source": p.source,
-                       "steps": [s.text for s in p.steps]} for p in r.plans],
+            "plans": [{"plan_id": p.plan_id, "revision": p.revision, "source": p.source, "complete": p.complete,
+                       "cut_reason": p.cut_reason, "steps": [s.text for s in p.steps]} for p in r.plans],
             "outcomes": [{"step_index": o.step_index, "text": o.text, "status": o.status.value, "code": o.code,
                           "reason": o.reason} for o in r.outcomes]}

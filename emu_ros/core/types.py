@@ -74,6 +74,10 @@ class Plan:
     stamp: float = field(default_factory=time.time)
     #: What the engine noticed while building the plan (parser remarks, dropped steps), for logs.
     notes: tuple = ()
+    #: False when the world model's output was cut (token budget, full cache, max_steps): steps may be
+    #: missing after the last one. The runner then asks for the rest; it never reports such a plan done.
+    complete: bool = True
+    cut_reason: str = ""
 
 
 class OutcomeStatus(str, enum.Enum):

@@ -117,15 +117,16 @@ class GuidanceEngine:
         watcher = _link(cancel, token)
         t0 = time.monotonic()
         try:
-            steps, notes = self._collect(request, token, on_step, limit)
+            steps, notes, cut_reason = self._collect(request, token, on_step, limit)
         finally:
             watcher.set()
             with self._lock:
                 self._active = None
         plan = Plan(task=task, steps=steps, plan_id=uuid.uuid4().hex[:12], revision=revision, source=self.source,
-                    notes=tuple(notes))
-        log.info("plan r%d for %r from %s: %d steps in %.2f s%s", revision, task, self.source, len(steps),
-                 time.monotonic() - t0, f" (notes: {'; '.join(notes)})" if notes else "")
+                    notes=tuple(notes), complete=not cut_reason, cut_reason=cut_reason)
+        log.info("plan r%d for %r from %s: %d steps in %.2f s%s%s", revision, task, self.source, len(steps),
+                 time.monotonic() - t0, f", CUT ({cut_reason}): more steps may follow" if cut_reason else "",
+                 f" (notes: {'; '.join(notes)})" if notes else "")
         return plan
 
     def _observe(self):
@@ -146,7 +147,7 @@ class GuidanceEngine:
 
     def _collect(self, request: PlanRequest, token: CancelToken, on_step: Optional[StepCallback],
                  limit: int) -> tuple:
-        """Run the backend, validating/parsing what it yields; returns (steps, notes)."""
+        """Run the backend, validating/parsing what it yields; returns (steps, notes, cut reason or "")."""
         source = self.source
         parser = StepParser(source=source)
         raw: List[PlanStep] = []
@@ -206,7 +207,12 @@ class GuidanceEngine:
             what = f"{len(raw)} unusable item(s)" if raw else "no steps"
             detail = "; ".join(notes) or "empty output"
             raise PlanningError(f"world model {source!r} returned {what} for task {request.task!r}: {detail}")
-        return accepted, notes
+        cut_reason = ""
+        if parser.cut:
+            cut_reason = f"the output was cut ({parser.cut_reason}) after {len(accepted)} step(s)"
+        elif overflow:
+            cut_reason = f"the plan was longer than max_steps={limit}"
+        return accepted, notes, cut_reason
 
 
 def _checked_step(step: PlanStep, notes: List[str]) -> PlanStep:

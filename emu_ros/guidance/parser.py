@@ -115,9 +115,14 @@ class StepParser:
         self._saw_header = False
         self._finished = False
         self._end_truncated = False
+        self._end_reason = ""
         self.notes: list = []
         self.steps: list = []
         self.truncated = False
+        #: Set by `finish`: the generation itself stopped before the model ended its output (a token
+        #: budget, a full cache, an early stop), with the reason — the plan may be missing steps.
+        self.cut = False
+        self.cut_reason = ""
 
     # ---- input ---------------------------------------------------------------------------
     def feed(self, item: Any) -> List[PlanStep]:
@@ -134,6 +139,7 @@ class StepParser:
             if isinstance(item, OutputEnd):
                 if item.truncated:
                     self._end_truncated = True
+                    self._end_reason = item.reason
                     self.notes.append(f"generation stopped early: {item.reason}")
                 return []
             self.notes.append(f"ignored output item of type {type(item).__name__}")
@@ -176,7 +182,10 @@ class StepParser:
         if self._finished:
             return []
         self._finished = True
-        truncated = truncated or self._end_truncated
+        self.cut = truncated or self._end_truncated
+        self.cut_reason = (self._end_reason or "stopped early") if self._end_truncated else \
+            ("generation stopped early" if truncated else "")
+        truncated = self.cut
         try:
             out = self._consume(final=True)
             segs, self._segments = self._segments, []

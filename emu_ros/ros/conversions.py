@@ -39,12 +39,14 @@ def step_from_msg(msg: PlanStepMsg) -> PlanStep:
 
 def plan_to_msg(plan: Plan, frame_id: str = "") -> PlanMsg:
     return PlanMsg(task=plan.task, plan_id=plan.plan_id, revision=int(plan.revision), source=plan.source,
-                   stamp=to_time(plan.stamp), steps=[step_to_msg(s, frame_id) for s in plan.steps])
+                   stamp=to_time(plan.stamp), steps=[step_to_msg(s, frame_id) for s in plan.steps],
+                   complete=bool(plan.complete), cut_reason=plan.cut_reason)
 
 
 def plan_from_msg(msg: PlanMsg) -> Plan:
     return Plan(task=msg.task, steps=[step_from_msg(s) for s in msg.steps], plan_id=msg.plan_id,
-                revision=int(msg.revision), source=msg.source, stamp=from_time(msg.stamp))
+                revision=int(msg.revision), source=msg.source, stamp=from_time(msg.stamp),
+                complete=bool(msg.complete), cut_reason=msg.cut_reason)
 
 
 def history_to_msgs(history: Sequence[HistoryEntry]) -> list:

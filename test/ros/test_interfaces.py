@@ -34,10 +34,22 @@ def test_message_fields_match_the_contract():
     from emu_ros.msg import Plan, PlanStep
 
     assert set(PlanStep.get_fields_and_field_types()) == {"index", "text", "image", "stamp", "source"}
-    assert set(Plan.get_fields_and_field_types()) == {"task", "plan_id", "revision", "source", "stamp", "steps"}
+    assert set(Plan.get_fields_and_field_types()) == {"task", "plan_id", "revision", "source", "stamp", "steps",
+                                                    "complete", "cut_reason"}
     assert {"instruction", "max_replans"} <= set(ExecuteTask.Goal.get_fields_and_field_types())
     assert {"phase", "step_index", "step_text", "step_image", "attempt", "replans", "outcome"} <= set(
         ExecuteTask.Feedback.get_fields_and_field_types())
     assert {"success", "steps_completed", "replans", "message"} <= set(ExecuteTask.Result.get_fields_and_field_types())
     assert {"instruction", "images", "history"} <= set(GeneratePlan.Goal.get_fields_and_field_types())
     assert np.dtype("uint8")  # numpy importable next to rclpy in one process
+
+
+def test_a_cut_plan_stays_cut_through_the_message():
+    from emu_ros.core.types import Plan, PlanStep
+    from emu_ros.ros.conversions import plan_from_msg, plan_to_msg
+
+    cut = Plan(task="t", steps=[PlanStep(index=0, text="grasp")], plan_id="p", complete=False,
+               cut_reason="the output was cut (max_new_tokens) after 1 step(s)")
+    back = plan_from_msg(plan_to_msg(cut))
+    assert back.complete is False and back.cut_reason == cut.cut_reason
+    assert plan_from_msg(plan_to_msg(Plan(task="t", steps=[], plan_id="q"))).complete is True

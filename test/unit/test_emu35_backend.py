@@ -63,6 +63,9 @@ def test_budget_stop_marks_truncation_and_drops_imageless_tail():
     plan = engine_for(rt).plan("t")
     assert [s.text for s in plan.steps] == ["Grasp the cube"]
     assert "generation stopped early: max_new_tokens" in plan.notes
+    assert plan.complete is False and plan.cut_reason == "the output was cut (max_new_tokens) after 1 step(s)"
+    finished = engine_for(FakeRuntime(["Step 1: Grasp the cube", IMG], stop_reason="eos")).plan("t")
+    assert finished.complete is True and finished.cut_reason == ""
 
 
 def test_runtime_exception_is_a_planning_error():
@@ -95,7 +98,8 @@ def test_settings_are_validated():
 
 
 def test_tiny_random_checkpoint_end_to_end(tmp_path):
-    """Random weights give garbage: the engine must turn it into steps or a PlanningError, never crash."""
+    """Random weights give garbage text; with seed 0 and 200 tokens the budget runs out mid-output, so
+    the engine must return the steps it could parse as a plan marked cut (never a finished plan)."""
     pytest.importorskip("torch")
     pytest.importorskip("tiktoken")
     from emu_ros.model import write_random_checkpoint
@@ -104,10 +108,8 @@ def test_tiny_random_checkpoint_end_to_end(tmp_path):
     wm = make_world_model("emu35", model_dir=str(tmp_path / "Emu3.5"), dtype="float32", image_area=4096,
                           generation={"max_new_tokens": 200, "seed": 0})
     engine = GuidanceEngine(wm, FakeImageSource())
-    try:
-        plan = engine.plan("transfer the cube")
-    except PlanningError as e:
-        assert "emu35-ar" in str(e)
-    else:
-        assert plan.source == "emu35-ar" and 1 <= len(plan.steps) <= 12
-        assert all(isinstance(s.text, str) and s.text for s in plan.steps)
+    plan = engine.plan("transfer the cube")
+    assert plan.source == "emu35-ar" and 1 <= len(plan.steps) <= 12
+    assert all(isinstance(s.text, str) and s.text for s in plan.steps)
+    assert plan.complete is False and "max_new_tokens" in plan.cut_reason
+    assert "generation stopped early: max_new_tokens" in plan.notes

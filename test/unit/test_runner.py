@@ -326,3 +326,70 @@ def test_random_faults_never_crash_or_lose_log_lines(profile, tmp_path_factory, 
     else:  # aborted: a step failed for good, or no plan could be made
         assert (res.outcomes and not res.outcomes[-1].ok) or res.message.startswith("planning failed")
     assert_log_matches_events(rig)
+
+
+class BudgetWorldModel:
+    """A world model whose output is cut by a token budget after `per_plan` steps (issue 14).
+
+    Like a real one asked again with the finished steps in the history, it continues from there:
+    it plans the steps after the ones the history marks finished. `stuck=True` ignores the history
+    (a model that never gets further): the task must abort, never succeed.
+    """
+
+    name = "budget-world-model"
+
+    def __init__(self, steps, per_plan: int, stuck: bool = False):
+        self.steps, self.per_plan, self.stuck, self.requests = list(steps), per_plan, stuck, []
+
+    def plan(self, request, cancel=None):
+        from emu_ros.core.types import PlanStep
+        from emu_ros.guidance.parser import OutputEnd
+
+        self.requests.append(request)
+        done = 0 if self.stuck else sum(1 for h in request.history if h.status is OutcomeStatus.FINISHED)
+        rest = self.steps[done:]
+        for i, text in enumerate(rest[: self.per_plan]):
+            yield PlanStep(index=i, text=text, source=self.name)
+        cut = len(rest) > self.per_plan
+        yield OutputEnd(reason="max_new_tokens" if cut else "eos", truncated=cut)
+
+
+def budget_rig(profile, tmp_path, wm, **cfg):
+    rig = Rig(profile, tmp_path, **cfg)
+    rig.wm = wm
+    rig.engine.world_model = wm
+    return rig
+
+
+def test_a_plan_cut_by_the_token_budget_is_never_reported_done(profile, tmp_path):
+    """One step fits the budget and continuation is off: the task aborts after that step, saying why."""
+    rig = budget_rig(profile, tmp_path, BudgetWorldModel(SEVEN_STEPS[:6], per_plan=1), max_continuations=0)
+    res = rig.run()
+    assert res.status == "aborted" and not res.success and res.steps_done == 1
+    assert "cut (the output was cut (max_new_tokens) after 1 step(s))" in res.message, res.message
+    assert res.plans[0].complete is False
+    assert_log_matches_events(rig)
+
+
+def test_a_six_step_task_whose_plans_are_cut_after_two_steps_completes_by_continuation(profile, tmp_path):
+    wm = BudgetWorldModel(SEVEN_STEPS[:6], per_plan=2)
+    rig = budget_rig(profile, tmp_path, wm)
+    res = rig.run()
+    assert res.success and res.steps_done == 6 and res.continuations == 2 and res.replans == 0, res.message
+    assert [c.text for c in rig.executor.calls] == SEVEN_STEPS[:6]  # each step once, in order
+    assert [p.complete for p in res.plans] == [False, False, True]
+    # each continuation asked with the finished steps in the history
+    assert [len(r.history) for r in wm.requests] == [0, 2, 4]
+    continuing = [e for e in rig.events if e["event"] == "continuing"]
+    assert len(continuing) == 2 and "asking for the remaining steps after 2 finished" in continuing[0]["message"]
+    assert "2 continuation(s)" in res.message
+    assert read_summary(res.log_dir)["continuations"] == 2
+    assert_log_matches_events(rig)
+
+
+def test_a_world_model_that_never_gets_further_aborts_after_the_continuation_budget(profile, tmp_path):
+    rig = budget_rig(profile, tmp_path, BudgetWorldModel(SEVEN_STEPS[:6], per_plan=2, stuck=True),
+                     max_continuations=3)
+    res = rig.run()
+    assert res.status == "aborted" and res.continuations == 3
+    assert "still incomplete after 3 continuation(s)" in res.message, res.message
