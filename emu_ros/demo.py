@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ros", action="store_true", help="run the core TaskRunner directly, without rclpy")
     p.add_argument("--model-dir", default=None, help="Emu3.5 weights: plan with the model instead of the scripted reference")
     p.add_argument("--vq-dir", default=None, help="Emu3.5-VisionTokenizer directory (with --model-dir)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--decoder", default="auto", choices=["auto", "ar", "dida"],
+                   help="with --model-dir: image decoder (auto = dida when the weights carry dida_config.json)")
+    p.add_argument("--dida-dir", default=None, help="with --model-dir: DiDA-adapted weights directory")
+    p.add_argument("--device", default=None, help="with --model-dir: torch device (default: cuda when available)")
     p.add_argument("--timeout", type=float, default=600.0, help="give up (cancel) after this many seconds")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -96,8 +99,25 @@ def backend_settings(args) -> tuple:
     if args.model_dir:
         if not args.vq_dir:
             raise SystemExit("--model-dir needs --vq-dir (the Emu3.5-VisionTokenizer directory)")
-        return "emu35", {"model_dir": args.model_dir, "vq_dir": args.vq_dir, "device": args.device, "mode": "ar"}
+        settings = {"model_dir": args.model_dir, "vq_dir": args.vq_dir, "device": args.device or default_device(),
+                    "mode": args.decoder}
+        if args.dida_dir:
+            settings["dida_dir"] = args.dida_dir
+        return "emu35", settings
     return "scripted", {}
+
+
+def default_device() -> str:
+    """cuda when torch sees a GPU, else cpu (said on stderr: a 34B model on cpu is a long wait)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    except ImportError:
+        pass
+    print("[demo] no CUDA device: the model runs on cpu", file=sys.stderr)
+    return "cpu"
 
 
 def run_ros(args, session, log_root: Path, progress: Progress) -> str:
@@ -119,7 +139,8 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     params = [Parameter("profile", value="sim_aloha"), Parameter("backend", value=backend),
               Parameter("task_dir", value=str(session.task_dir))]
-    params += [Parameter(k, value=v) for k, v in settings.items() if k in ("model_dir", "vq_dir", "device")]
+    names = {"model_dir": "model_dir", "vq_dir": "vq_dir", "device": "device", "mode": "decoder", "dida_dir": "dida_dir"}
+    params += [Parameter(names[k], value=v) for k, v in settings.items() if k in names]
     guidance = GuidanceNode(parameter_overrides=params)
     bridge = BridgeNode(adapter=session.world.adapter, perception=session.world.perception,
                         skill_executor=session.executor, parameter_overrides=[

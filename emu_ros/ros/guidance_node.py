@@ -69,8 +69,9 @@ class GuidanceNode(LifecycleNode):
         declare(self, "model_dir", "", "Emu3.5 model directory (config.json, safetensors, emu3.tiktoken)", read_only=True)
         declare(self, "vq_dir", "", "Emu3.5-VisionTokenizer directory (config.yaml, model.ckpt)", read_only=True)
         declare(self, "dida_dir", "", "Directory of DiDA-adapted weights (with dida_config.json); used when decoder=dida", read_only=True)
-        declare(self, "decoder", "dida", "Image decoder for emu35: 'ar' or 'dida'")
-        declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu)")
+        declare(self, "decoder", "auto", "Image decoder for emu35: 'auto' (dida when the weights carry "
+                "dida_config.json, else ar), 'ar' or 'dida'", read_only=True)
+        declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu)", read_only=True)
         declare(self, "dtype", "bfloat16", "Torch dtype for emu35 weights")
         declare(self, "max_new_tokens", 4096, "emu35: generation budget per plan (text + image tokens)", int_range=(16, 65536))
         declare(self, "image_area", 0, "emu35: pixel area camera views are resized to (0 = the official 518,400)",

@@ -42,5 +42,16 @@ def test_backend_mode_dida(ckpt_root, adapted_root):
                           dtype="float32")
     assert wm.name == "emu35-dida" and isinstance(wm.runtime.image_decoder, DiDAImageDecoder)
     assert wm.runtime.image_decoder.passes == 3
-    ar = make_world_model("emu35", model_dir=str(adapted_root / "Emu3.5"), dtype="float32")
-    assert ar.runtime.image_decoder is None
+    ar = make_world_model("emu35", model_dir=str(adapted_root / "Emu3.5"), dtype="float32", mode="ar")
+    assert ar.name == "emu35-ar" and ar.runtime.image_decoder is None
+
+
+def test_backend_decoder_auto_follows_the_weights(ckpt_root, adapted_root):
+    """The default decoder: DiDA where dida_config.json is, AR on the plain official layout."""
+    plain = make_world_model("emu35", model_dir=str(ckpt_root / "Emu3.5"), dtype="float32")
+    assert plain.name == "emu35-ar" and plain.runtime.image_decoder is None
+    adapted = make_world_model("emu35", model_dir=str(adapted_root / "Emu3.5"), dtype="float32")
+    assert adapted.name == "emu35-dida" and isinstance(adapted.runtime.image_decoder, DiDAImageDecoder)
+    beside = make_world_model("emu35", model_dir=str(ckpt_root / "Emu3.5"), dida_dir=str(adapted_root / "Emu3.5"),
+                              dtype="float32")
+    assert beside.name == "emu35-dida"

@@ -221,15 +221,16 @@ def test_bad_profile_or_backend_fails_configure_cleanly(spin):
 
 
 def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_path, wait_for):
-    """The real Emu3.5 runtime (random tiny weights) behind the node: a plan on ~/plan, sourced emu35-ar."""
+    """The real Emu3.5 runtime (random tiny weights, the official layout without dida_config.json) behind
+    the node with the decoder left at its default: auto picks AR, a plan on ~/plan sourced emu35-ar,
+    marked cut (200 tokens run out)."""
     pytest.importorskip("torch")
     from emu_ros.model import write_random_checkpoint
 
     write_random_checkpoint(tmp_path / "ck", "tiny", seed=0)
     node = GuidanceNode(node_name="emu_guidance", parameter_overrides=[
         Parameter("profile", value="aloha"), Parameter("backend", value="emu35"),
-        Parameter("model_dir", value=str(tmp_path / "ck" / "Emu3.5")), Parameter("decoder", value="ar"),
-        Parameter("device", value="cpu"), Parameter("dtype", value="float32"), Parameter("image_area", value=4096),
+        Parameter("model_dir", value=str(tmp_path / "ck" / "Emu3.5")), Parameter("device", value="cpu"), Parameter("dtype", value="float32"), Parameter("image_area", value=4096),
         Parameter("max_new_tokens", value=200), Parameter("seed", value=0)])
     spin(node)
     assert go(node, "configure") == "inactive" and go(node, "activate") == "active"
@@ -244,6 +245,7 @@ def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_pa
     r = out["result"]
     assert r.status == 4, r.result.message  # seed 0 decodes to text-only steps (random weights)
     assert r.result.plan.source == "emu35-ar" and 1 <= len(r.result.plan.steps) <= 12
+    assert r.result.plan.complete is False and "max_new_tokens" in r.result.plan.cut_reason
     assert wait_for(lambda: got and got[-1].plan_id == r.result.plan.plan_id)
     assert go(node, "deactivate") == "inactive" and go(node, "cleanup") == "unconfigured"
     assert node.engine is None, "cleanup frees the model"

@@ -14,7 +14,14 @@ Modes: `ar` generates every image token autoregressively (official behaviour; mi
 without a GPU). `dida` decodes each image in a few parallel passes (`emu_ros.model.dida`): the runtime
 is built with `decoder="dida"` from DiDA-adapted weights (`dida_dir`, else `model_dir`), whose
 `dida_config.json` sets the noise type and passes; weights without it fail at construction with a
-message naming `python -m emu_ros.model.dida_train`. An explicit `image_decoder=` overrides this.
+message naming `python -m emu_ros.model.dida_train`. `auto` (the default) picks `dida` when the
+weights carry `dida_config.json` and `ar` otherwise, and logs which; the choice is the backend's
+`name` (emu35-ar / emu35-dida), so every PlanStep's source says it. An explicit `image_decoder=`
+overrides this.
+
+Camera views: every view the engine passes (its `cameras`, default all fresh required cameras) goes
+into the prompt, up to `max_input_images` (default 4: ALOHA's four cameras; each view costs about
+`image_area / 256` prompt tokens).
 """
 from __future__ import annotations
 
@@ -49,18 +56,36 @@ def _runtime_class():
     return Emu35Runtime
 
 
+def resolve_decoder(model_dir: Optional[str], dida_dir: Optional[str], runtime: Any = None,
+                    image_decoder: Any = None) -> str:
+    """`auto`: 'dida' when DiDA-adapted weights are there (a dida_config.json in dida_dir or model_dir,
+    or a runtime/decoder that carries one), else 'ar'. Logged, so the choice is never silent."""
+    if image_decoder is not None or (runtime is not None and getattr(runtime, "image_decoder", None) is not None):
+        log.info("decoder auto -> dida (a DiDA image decoder was given)")
+        return "dida"
+    for d in (dida_dir, model_dir):
+        if d and (Path(d) / "dida_config.json").is_file():
+            log.info("decoder auto -> dida (%s has dida_config.json)", d)
+            return "dida"
+    log.info("decoder auto -> ar (no dida_config.json in %s; DiDA needs adapted weights)",
+             " or ".join(str(d) for d in (dida_dir, model_dir) if d) or "the given runtime")
+    return "ar"
+
+
 class Emu35WorldModel:
     """WorldModel backend over an Emu35Runtime. `name` is ``emu35-ar`` or ``emu35-dida``."""
 
     def __init__(self, model_dir: Optional[str] = None, vq_dir: Optional[str] = None, device: str = "cpu",
-                 dtype: str = "bfloat16", mode: str = "ar", task_type: str = "vla",
-                 cameras: Optional[Sequence[str]] = None, max_input_images: int = 1,
+                 dtype: str = "bfloat16", mode: str = "auto", task_type: str = "vla",
+                 cameras: Optional[Sequence[str]] = None, max_input_images: int = 4,
                  steps_hint: Optional[int] = None, generation: Optional[dict] = None,
                  image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
                  join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None):
         mode = mode.lower()
-        if mode not in ("ar", "dida"):
-            raise ValueError(f"Emu3.5 mode must be 'ar' or 'dida', got {mode!r}")
+        if mode not in ("auto", "ar", "dida"):
+            raise ValueError(f"Emu3.5 mode (decoder) must be 'auto', 'ar' or 'dida', got {mode!r}")
+        if mode == "auto":
+            mode = resolve_decoder(model_dir, dida_dir, runtime, image_decoder)
         if task_type not in GUIDANCE_TASKS:
             raise ValueError(f"task_type must be one of {GUIDANCE_TASKS} (official templates), got {task_type!r}")
         if mode == "dida" and image_decoder is None and runtime is not None \
