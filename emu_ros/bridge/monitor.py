@@ -164,9 +164,12 @@ class StepMonitor:
         try:
             verdict = self.judge.judge(step.text, step.image, frame, prior)
         except Exception as e:  # noqa: BLE001 - a broken judge must not break the task
+            # ...nor pass the step: a check that could not be made is an unverified step, which is not
+            # a finished one (the runner re-plans from the current view).
             log.exception("visual judge %s failed", getattr(self.judge, "name", self.judge))
             details["visual"] = f"judge error: {type(e).__name__}: {e}"
-            return None
+            return (OutcomeStatus.UNFINISHED, "unverified",
+                    f"the visual check could not be made ({type(e).__name__}: {e}): the step is unverified")
         details["visual"] = {"score": round(verdict.score, 4), "threshold": verdict.threshold, **verdict.details}
         if not verdict.passed:
             return (OutcomeStatus.UNFINISHED, "visual_mismatch",

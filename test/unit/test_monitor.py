@@ -138,7 +138,9 @@ def test_custom_judge_and_judge_errors(profile):
     step = PlanStep(index=0, text="Lift", image=Scene().render())
     assert StepMonitor(profile, judge=Never()).evaluate(step, execution(), state(), obs(Scene())).code == "visual_mismatch"
     out = StepMonitor(profile, judge=Broken()).evaluate(step, execution(), state(), obs(Scene()))
-    assert out.ok and "judge error" in out.details["visual"]
+    # a check that could not be made never passes the step: unverified = unfinished (re-plan)
+    assert not out.ok and out.status is OutcomeStatus.UNFINISHED and out.code == "unverified"
+    assert "model not loaded" in out.reason and "judge error" in out.details["visual"]
 
 
 def test_unknown_gripper_is_a_clear_error(monitor):
