@@ -187,6 +187,7 @@ STEP="smoke check"
   python - <<'PYEOF'
 from emu_ros.action import ExecuteTask, GeneratePlan
 from emu_ros.msg import Plan, PlanStep, StepRecord
+from emu_ros.srv import ReviewPlan
 import emu_ros.core.types, emu_ros.core.protocols
 import rclpy, torch, mujoco
 print(f"[setup_env] ok: rclpy {rclpy.get_rmw_implementation_identifier() if hasattr(rclpy, 'get_rmw_implementation_identifier') else ''}, torch {torch.__version__}, mujoco {mujoco.__version__}")

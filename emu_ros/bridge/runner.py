@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable, List, Optional, Protocol, Sequence
 
 from emu_ros.bridge.monitor import StepMonitor
-from emu_ros.core.protocols import (CameraUnavailable, ImageSource, JointState, RobotAdapter, SkillCall,
-                                      SkillExecution, SkillExecutor)
+from emu_ros.core.protocols import (CameraUnavailable, ImageSource, JointState, PlanReviewer, Review, ReviewTimeout,
+                                    RobotAdapter, SkillCall, SkillExecution, SkillExecutor)
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.task_log import TaskLog
 from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, Observation, OutcomeStatus, Plan,
@@ -54,6 +54,9 @@ class EventType(str, enum.Enum):
     STEP_FAILED = "step_failed"
     REPLANNING = "replanning"
     CONTINUING = "continuing"  # the plan was cut by the world model's budget: asking for the remaining steps
+    AWAITING_APPROVAL = "awaiting_approval"  # a person reviews the plan before the arm moves for it
+    APPROVED = "approved"
+    REJECTED = "rejected"  # re-planned with the person's reason
     DONE = "done"
     ABORTED = "aborted"
     CANCELED = "canceled"
@@ -205,14 +208,19 @@ class TaskRunner:
         token.cancel(reason)
         return True
 
-    def run(self, task: str, cancel: Optional[CancelToken] = None, log_dir: Optional[Path] = None) -> TaskResult:
-        """Run one task to the end (succeeded, aborted or canceled); never raises for task failures."""
+    def run(self, task: str, cancel: Optional[CancelToken] = None, log_dir: Optional[Path] = None,
+            reviewer: Optional[PlanReviewer] = None) -> TaskResult:
+        """Run one task to the end (succeeded, aborted or canceled); never raises for task failures.
+
+        With a `reviewer`, every new plan (the first, each re-plan and continuation) waits for a
+        person's approval before any of its steps moves the arm; a rejection re-plans with the reason.
+        """
         with self._lock:
             if self._running:
                 raise RuntimeError("TaskRunner is already running a task; cancel it or use another runner")
             self._running = True
             self._token = cancel or CancelToken()
-        run = _Run(task=task.strip(), run_id=uuid.uuid4().hex[:12], token=self._token)
+        run = _Run(task=task.strip(), run_id=uuid.uuid4().hex[:12], token=self._token, reviewer=reviewer)
         self._log = self._open_log(run, log_dir)
         try:
             return self._run(run)
@@ -254,7 +262,7 @@ class TaskRunner:
                     raise Cancelled(run.token.reason or outcome.reason or "canceled")
                 # FAILED or UNFINISHED, retries spent (or not retryable): re-plan or give up.
                 if not cfg.max_replans or run.replans >= cfg.max_replans:
-                    budget = (f"re-planning is off (max_replans=0)" if not cfg.max_replans
+                    budget = ("re-planning is off (max_replans=0)" if not cfg.max_replans
                               else f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)")
                     raise _Abort(f"step {step.index + 1} \"{step.text}\" {outcome.status.value}: {outcome.reason} — {budget}")
                 run.replans += 1
@@ -376,6 +384,42 @@ class TaskRunner:
 
     # ---- planning ----------------------------------------------------------------------------
     def _new_plan(self, run: "_Run", reason: str, continuation: bool = False) -> Plan:
+        """A plan to execute: from the planner, and approved by the run's reviewer when it has one."""
+        plan = self._request_plan(run, reason, continuation)
+        while run.reviewer is not None:
+            review = self._review(run, plan)
+            if review.approved:
+                break
+            why = f"the operator rejected the plan: {review.reason or 'no reason given'}"
+            cfg = self.config
+            if not cfg.max_replans or run.replans >= cfg.max_replans:
+                raise _Abort(f"{why} — " + ("re-planning is off (max_replans=0)" if not cfg.max_replans else
+                                            f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)"))
+            run.replans += 1
+            run.history.append(HistoryEntry(text="the proposed plan", status=OutcomeStatus.UNFINISHED, reason=why))
+            plan = self._request_plan(run, why, continuation=False)
+        return plan
+
+    def _review(self, run: "_Run", plan: Plan) -> Review:
+        self._emit(run, EventType.AWAITING_APPROVAL, plan=plan,
+                   message=f"waiting for approval of {len(plan.steps)} step(s) (plan {plan.plan_id})")
+        try:
+            review = run.reviewer.review(plan, run.token)
+        except Cancelled:
+            raise
+        except ReviewTimeout as e:
+            raise _Abort(f"no approval: {e}") from e
+        except Exception as e:  # noqa: BLE001 - a broken review channel must not move the arm
+            if run.token.cancelled:
+                raise Cancelled(run.token.reason) from e
+            raise _Abort(f"plan review failed ({type(e).__name__}: {e}); the arm did not move for this plan") from e
+        if not isinstance(review, Review):
+            raise _Abort(f"plan reviewer returned {type(review).__name__}, not a Review")
+        kind = EventType.APPROVED if review.approved else EventType.REJECTED
+        self._emit(run, kind, plan=plan, message=review.reason or ("approved" if review.approved else "rejected"))
+        return review
+
+    def _request_plan(self, run: "_Run", reason: str, continuation: bool = False) -> Plan:
         """Ask the planner (first plan, a re-plan or a continuation, with the history); aborts after
         planning_attempts."""
         revision = run.replans
@@ -473,7 +517,8 @@ class TaskRunner:
                 log.exception("task log write failed for %s", kind.value)
         # warnings: the robot did not do what the plan said (a re-plan always follows an unfinished step)
         level = logging.WARNING if kind in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED, EventType.REPLANNING,
-                                            EventType.CONTINUING, EventType.ABORTED) else logging.INFO
+                                            EventType.CONTINUING, EventType.REJECTED, EventType.ABORTED) \
+            else logging.INFO
         if kind is not EventType.STEP_PLANNED:
             log.log(level, "[%s] %s %s", run.run_id, kind.value, event.message)
         for listener in list(self._listeners):
@@ -506,6 +551,7 @@ class _Run:
     replans: int = 0
     continuations: int = 0
     retries: int = 0
+    reviewer: Optional[PlanReviewer] = None
     outcomes: list = field(default_factory=list)
     history: list = field(default_factory=list)
     plans: list = field(default_factory=list)

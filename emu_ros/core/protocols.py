@@ -12,7 +12,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from emu_ros.core.types import CancelToken, Observation
+from emu_ros.core.types import CancelToken, Observation, Plan
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,26 @@ class SkillExecutor(Protocol):
     """Turns a SkillCall into adapter goals (IK from the profile's chains, object poses from Perception)."""
 
     def execute(self, call: SkillCall, cancel: Optional[CancelToken] = None) -> SkillExecution: ...
+
+
+@dataclass(frozen=True)
+class Review:
+    """A person's decision on a proposed plan; a rejection's reason goes into the re-plan."""
+
+    approved: bool
+    reason: str = ""
+
+
+class ReviewTimeout(RuntimeError):
+    """Nobody approved or rejected the plan in time: the task aborts (the arm never moved for it)."""
+
+
+@runtime_checkable
+class PlanReviewer(Protocol):
+    """Shows a plan (text + predicted images) to a person and waits for approve / reject.
+
+    Blocks until decided; raises ReviewTimeout when nobody answers in time and Cancelled when
+    `cancel` fires. Called before the first motion and after every re-plan or continuation.
+    """
+
+    def review(self, plan: Plan, cancel: CancelToken) -> Review: ...

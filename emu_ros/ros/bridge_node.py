@@ -18,6 +18,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from emu_ros.action import ExecuteTask
+from emu_ros.srv import ReviewPlan
 from emu_ros.bridge.monitor import StepMonitor
 from emu_ros.core.profile import load_profile
 from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
@@ -31,13 +32,16 @@ from emu_ros.ros.image_conversion import empty_image, numpy_to_image
 from emu_ros.ros.log_routing import LogRoute
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
+from emu_ros.ros.plan_review import RosPlanReviewer
 
 #: Runner event → ExecuteTask feedback phase.
 PHASES = {EventType.PLANNING: "planning", EventType.STEP_PLANNED: "planning", EventType.PLAN_READY: "planning",
           EventType.STEP_STARTED: "executing", EventType.STEP_FINISHED: "checking",
           EventType.STEP_UNFINISHED: "checking", EventType.STEP_FAILED: "checking",
           EventType.REPLANNING: "replanning", EventType.DONE: "done", EventType.ABORTED: "aborted",
-          EventType.CANCELED: "canceled"}
+          EventType.CANCELED: "canceled", EventType.CONTINUING: "planning",
+          EventType.AWAITING_APPROVAL: "awaiting_approval", EventType.APPROVED: "executing",
+          EventType.REJECTED: "replanning"}
 
 
 class BridgeNode(Node):
@@ -55,6 +59,9 @@ class BridgeNode(Node):
         declare(self, "max_retries", 1, "Retries of a failed step before re-planning", int_range=(0, 10))
         declare(self, "plan_timeout_s", 300.0, "Longest wait for one plan", float_range=(1.0, 3600.0))
         declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
+        declare(self, "approval_timeout_s", 300.0, "With ExecuteTask.require_approval: how long a plan waits on "
+                "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
+                float_range=(1.0, 86400.0))
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
         # Cameras are pulled, not spun: their messages wait in the reader (keep-last 1) until the hub
@@ -70,6 +77,9 @@ class BridgeNode(Node):
         self.runner: Optional[TaskRunner] = None
         self._token: Optional[CancelToken] = None
         self._busy = threading.Lock()
+        # A person in the loop (ExecuteTask.require_approval): ~/pending_plan + ~/review_plan.
+        self.reviewer = RosPlanReviewer(self)
+        self._review_srv = self.create_service(ReviewPlan, "~/review_plan", self._on_review, callback_group=self._group)
         self._server = ActionServer(self, ExecuteTask, "~/execute_task", execute_callback=self._execute,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     callback_group=self._group,
@@ -110,6 +120,11 @@ class BridgeNode(Node):
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
+    def _on_review(self, request, response):
+        response.accepted, response.message = self.reviewer.decide(request.plan_id, request.approve, request.reason)
+        self.get_logger().info(f"review_plan: {response.message}")
+        return response
+
     def _on_cancel(self, handle) -> CancelResponse:
         token = self._token
         if token is not None:  # set before the runner exists: a cancel right after acceptance is never lost
@@ -130,8 +145,14 @@ class BridgeNode(Node):
             replans = param(self, "max_replans") if req.max_replans < 0 else int(req.max_replans)
             self.runner = runner = self.make_runner(replans)
             runner.add_listener(lambda e: self._feedback(handle, e))
+            reviewer = None
+            if req.require_approval:
+                self.reviewer.timeout_s = (float(req.approval_timeout_s) if req.approval_timeout_s > 0
+                                           else param(self, "approval_timeout_s"))
+                reviewer = self.reviewer
             try:
-                outcome = await in_thread(self, lambda: runner.run(req.instruction, cancel=token), name="emu_bridge_task")
+                outcome = await in_thread(self, lambda: runner.run(req.instruction, cancel=token, reviewer=reviewer),
+                                          name="emu_bridge_task")
             except BaseException as e:  # noqa: BLE001 - the runner never raises for task failures; report anything else
                 result.message = f"runner crashed: {type(e).__name__}: {e}"
                 handle.abort()

@@ -169,7 +169,7 @@ def system(spin, tmp_path):
         client = ActionClient(client_node, ExecuteTask, "/emu_bridge/execute_task")
         assert client.wait_for_server(timeout_sec=10)
 
-        def send(instruction="pick_cube", timeout=60.0, cancel_after=None):
+        def send(instruction="pick_cube", timeout=60.0, cancel_after=None, **goal_fields):
             fb, done, out = [], threading.Event(), {}
 
             def on_goal(f):
@@ -181,7 +181,7 @@ def system(spin, tmp_path):
                     return
                 h.get_result_async().add_done_callback(lambda r: (out.update(result=r.result()), done.set()))
 
-            client.send_goal_async(ExecuteTask.Goal(instruction=instruction, max_replans=-1),
+            client.send_goal_async(ExecuteTask.Goal(instruction=instruction, max_replans=-1, **goal_fields),
                                    feedback_callback=lambda m: fb.append(m.feedback)).add_done_callback(on_goal)
             if cancel_after is not None:
                 assert cancel_after(fb), "cancel condition never reached"
@@ -288,3 +288,56 @@ def test_second_goal_while_busy_is_rejected_and_node_survives_many(system, wait_
     bridge.runner.cancel("test done")
     t.join(30)
     assert results and results[0][0]["result"].status in (5, 6)
+
+
+def test_approval_reject_then_approve_and_no_motion_before_approval(system, spin, wait_for):
+    """require_approval: the first plan is rejected with a reason, the second approved; the arm moves
+    only after the approval, and the reviewer sees each plan (with its steps) on ~/pending_plan."""
+    from emu_ros.msg import Plan as PlanMsg
+    from emu_ros.ros.plan_review import LATCHED
+    from emu_ros.srv import ReviewPlan
+
+    robot, bridge, send = system()
+    person = Node("plan_reviewer")
+    pending = []
+    person.create_subscription(PlanMsg, "/emu_bridge/pending_plan", pending.append, LATCHED)
+    review = person.create_client(ReviewPlan, "/emu_bridge/review_plan")
+    spin(person, single=True)
+    assert review.wait_for_service(timeout_sec=10)
+
+    def call(**kw):
+        fut = review.call_async(ReviewPlan.Request(**kw))
+        assert wait_for(fut.done, timeout=10)
+        return fut.result()
+
+    assert not call(approve=True).accepted  # nothing waiting yet: refused, not queued
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(zip(("out", "fb"), send(require_approval=True,
+                                                                                  approval_timeout_s=30.0))))
+    worker.start()
+    assert wait_for(lambda: len(pending) == 1, timeout=20), "the first plan was never shown for review"
+    time.sleep(0.5)
+    assert robot.trajectories == [] and robot.gripper_goals == [], "the arm moved before any approval"
+    assert len(pending[0].steps) == 3 and pending[0].steps[0].text.startswith("Move the right gripper")
+    assert not call(plan_id="not-this-one", approve=True).accepted
+    assert call(plan_id=pending[0].plan_id, approve=False, reason="check the cube position first").accepted
+    assert wait_for(lambda: len(pending) == 2, timeout=20), "no new plan after the rejection"
+    time.sleep(0.5)
+    assert robot.trajectories == [], "the arm moved on a rejected plan"
+    assert pending[1].revision == 1 and pending[1].plan_id != pending[0].plan_id
+    assert call(approve=True).accepted
+    worker.join(60)
+    r = box["out"]["result"]
+    assert r.status == 4 and r.result.success and r.result.replans == 1, r.result.message
+    assert robot.trajectories, "the approved plan was executed"
+    ph = phases(box["fb"])
+    assert ph.index("awaiting_approval") < ph.index("replanning") < ph.index("executing")
+
+
+def test_approval_timeout_aborts_without_motion(system, wait_for):
+    robot, bridge, send = system()
+    out, fb = send(require_approval=True, approval_timeout_s=1.0, timeout=30)
+    r = out["result"]
+    assert r.status == 6 and not r.result.success  # ABORTED
+    assert "no approval: nobody approved or rejected plan" in r.result.message
+    assert robot.trajectories == [] and robot.gripper_goals == []

@@ -393,3 +393,45 @@ def test_a_world_model_that_never_gets_further_aborts_after_the_continuation_bud
     res = rig.run()
     assert res.status == "aborted" and res.continuations == 3
     assert "still incomplete after 3 continuation(s)" in res.message, res.message
+
+
+class ScriptedReviewer:
+    """A person at the review screen: answers from `decisions` in order, recording what the robot had done."""
+
+    def __init__(self, rig, decisions):
+        self.rig, self.decisions, self.seen = rig, list(decisions), []
+
+    def review(self, plan, cancel):
+        self.seen.append((plan.revision, [s.text for s in plan.steps], len(self.rig.adapter.trajectories)))
+        d = self.decisions.pop(0)
+        if isinstance(d, BaseException):
+            raise d
+        return d
+
+
+def test_a_rejected_plan_is_replanned_with_the_reason_and_nothing_moves_before_approval(profile, tmp_path):
+    from emu_ros.core.protocols import Review
+
+    rig = Rig(profile, tmp_path)
+    reviewer = ScriptedReviewer(rig, [Review(False, "the left arm should take the cube first"), Review(True)])
+    res = rig.runner.run("transfer the cube", reviewer=reviewer)
+    rig.result, rig.events = res, read_events(res.log_dir)
+    assert res.success and res.replans == 1, res.message
+    assert [(rev, moved) for rev, _, moved in reviewer.seen] == [(0, 0), (1, 0)]  # no motion before approval
+    second = rig.wm.requests[1]
+    assert "the left arm should take the cube first" in second.history[-1].reason  # the reason reaches the model
+    kinds = [e["event"] for e in rig.events]
+    assert kinds.count("awaiting_approval") == 2 and kinds.index("rejected") < kinds.index("approved") \
+        < kinds.index("step_started")
+    assert_log_matches_events(rig)
+
+
+def test_review_timeout_or_a_broken_review_channel_aborts_without_motion(profile, tmp_path):
+    from emu_ros.core.protocols import ReviewTimeout
+
+    for error, expect in ((ReviewTimeout("nobody answered within 300 s"), "no approval: nobody answered"),
+                          (OSError("review service gone"), "plan review failed (OSError: review service gone)")):
+        rig = Rig(profile, tmp_path)
+        res = rig.runner.run("transfer the cube", reviewer=ScriptedReviewer(rig, [error]))
+        assert res.status == "aborted" and expect in res.message, res.message
+        assert rig.adapter.trajectories == [] and rig.adapter.gripper_goals == []
