@@ -73,7 +73,10 @@ class GuidanceNode(LifecycleNode):
                 "dida_config.json, else ar), 'ar' or 'dida'", read_only=True)
         declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu)", read_only=True)
         declare(self, "dtype", "bfloat16", "Torch dtype for emu35 weights")
-        declare(self, "max_new_tokens", 4096, "emu35: generation budget per plan (text + image tokens)", int_range=(16, 65536))
+        declare(self, "max_new_tokens", 0, "emu35: generation budget per plan (text + image tokens); 0 = derived "
+                "from the request (max_steps x tokens of one step image + text)", int_range=(0, 262144))
+        declare(self, "step_image_area", 262144, "emu35: pixel area of predicted step images (default 512x512; "
+                "0 = the official size, that of the last camera view)", int_range=(0, 4194304))
         declare(self, "image_area", 0, "emu35: pixel area camera views are resized to (0 = the official 518,400)",
                 int_range=(0, 4194304))
         declare(self, "seed", -1, "emu35: sampling seed (-1 = a new seed per plan)", int_range=(-1, 2**31 - 1))
@@ -229,13 +232,14 @@ class GuidanceNode(LifecycleNode):
         if backend.startswith("scripted"):
             task_dir = param(self, "task_dir") or str(config_dir() / "tasks")
             return {"task_dir": Path(task_dir)}
-        generation = {"max_new_tokens": param(self, "max_new_tokens")}
+        generation = {"max_new_tokens": param(self, "max_new_tokens")} if param(self, "max_new_tokens") > 0 else {}
         if param(self, "seed") >= 0:
             generation["seed"] = param(self, "seed")
         return {"model_dir": param(self, "model_dir"), "vq_dir": param(self, "vq_dir") or None,
                 "dida_dir": param(self, "dida_dir") or None, "mode": param(self, "decoder"),
                 "device": param(self, "device"), "dtype": param(self, "dtype"),
-                "image_area": param(self, "image_area") or None, "generation": generation}
+                "image_area": param(self, "image_area") or None, "generation": generation,
+                "step_image_area": param(self, "step_image_area") or None}
 
     def _close_io(self) -> None:
         if self.hub is not None:

@@ -113,3 +113,23 @@ def test_tiny_random_checkpoint_end_to_end(tmp_path):
     assert all(isinstance(s.text, str) and s.text for s in plan.steps)
     assert plan.complete is False and "max_new_tokens" in plan.cut_reason
     assert "generation stopped early: max_new_tokens" in plan.notes
+
+
+def test_step_image_size_and_token_budget_follow_the_request():
+    """A 4:3 view at the default 512x512 step-image area is a 28x37 token grid; the budget holds max_steps
+    such images with their text, so a 12-step plan is not cut after its first image."""
+    from emu_ros.guidance.backends.emu35 import plan_token_budget, step_image_grid
+
+    assert step_image_grid((480, 640, 3), 512 * 512) == (28, 37)
+    assert step_image_grid(None, 512 * 512) == (32, 32)
+    assert plan_token_budget((28, 37), 12) == 12 * (28 * 38 + 8 + 96) + 256
+    rt = FakeRuntime(["Step 1: Grasp the cube", IMG])
+    engine_for(rt).plan("t")
+    cfg = rt.calls[0].config
+    assert cfg.image_size == (28, 37) and cfg.max_new_tokens == plan_token_budget((28, 37), 12)
+    rt = FakeRuntime(["Step 1: Grasp the cube", IMG])
+    engine_for(rt, generation={"max_new_tokens": 500}).plan("t")
+    assert rt.calls[0].config.max_new_tokens == 500 and rt.calls[0].config.image_size == (28, 37)  # fixed budget kept
+    rt = FakeRuntime(["Step 1: Grasp the cube", IMG])
+    engine_for(rt, step_image_area=None).plan("t")
+    assert rt.calls[0].config.image_size is None  # official behaviour: the last view's grid

@@ -19,6 +19,12 @@ weights carry `dida_config.json` and `ar` otherwise, and logs which; the choice 
 `name` (emu35-ar / emu35-dida), so every PlanStep's source says it. An explicit `image_decoder=`
 overrides this.
 
+Budget: a predicted step image is generated at `step_image_area` pixels (default 512x512, the area
+of the seed article's ~2 s DiDA figure) with the camera's aspect, and unless `max_new_tokens` is given
+the token budget is derived per request: steps wanted x (tokens of one step image + text) + slack,
+so a 12-step plan is not cut after its first image. A plan that is still cut is marked so by the
+engine and continued by the runner.
+
 Camera views: every view the engine passes (its `cameras`, default all fresh required cameras) goes
 into the prompt, up to `max_input_images` (default 4: ALOHA's four cameras; each view costs about
 `image_area / 256` prompt tokens).
@@ -28,7 +34,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -41,6 +47,33 @@ log = logging.getLogger(__name__)
 _DONE = object()
 #: Generation stop reasons that mean the output was cut, not finished (emu_ros.model.generation).
 TRUNCATING_STOPS = ("max_new_tokens", "cache_full")
+#: Default pixel area of predicted step images: 512x512 (the seed article's ~2.2 s per step figure).
+STEP_IMAGE_AREA = 512 * 512
+#: Budget per step for its text (step header and instruction; generous: a cut is worse than slack).
+TEXT_TOKENS_PER_STEP = 96
+VQ_DOWNSAMPLE = 16  # pixels per token side of the IBQ vision tokenizer (model/vision_tokenizer.DOWNSAMPLE)
+
+
+def step_image_grid(view_shape: Optional[tuple], area: int) -> tuple:
+    """(rows, cols) in tokens of a step image of `area` pixels with the camera view's aspect.
+
+    The official rounding (model/vision_tokenizer.resize_to_area): keep the aspect, sides to x16.
+    """
+    height, width = (view_shape[0], view_shape[1]) if view_shape else (1, 1)
+    aspect = width / height
+    new_h = int((area / aspect) ** 0.5)
+    new_w = int(new_h * aspect)
+    rows = max(1, (new_h + VQ_DOWNSAMPLE // 2) // VQ_DOWNSAMPLE)
+    cols = max(1, (new_w + VQ_DOWNSAMPLE // 2) // VQ_DOWNSAMPLE)
+    return rows, cols
+
+
+def plan_token_budget(grid: tuple, steps: int, text_per_step: int = TEXT_TOKENS_PER_STEP, slack: int = 256) -> int:
+    """Tokens for `steps` steps of text + one image each: an image is rows x (cols + 1 end-of-line)
+    plus its begin/size/end markers."""
+    rows, cols = grid
+    image = rows * (cols + 1) + 8
+    return int(steps) * (image + int(text_per_step)) + int(slack)
 
 
 class Emu35Unavailable(RuntimeError):
@@ -80,7 +113,8 @@ class Emu35WorldModel:
                  cameras: Optional[Sequence[str]] = None, max_input_images: int = 4,
                  steps_hint: Optional[int] = None, generation: Optional[dict] = None,
                  image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
-                 join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None):
+                 join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None,
+                 step_image_area: Optional[int] = STEP_IMAGE_AREA):
         mode = mode.lower()
         if mode not in ("auto", "ar", "dida"):
             raise ValueError(f"Emu3.5 mode (decoder) must be 'auto', 'ar' or 'dida', got {mode!r}")
@@ -103,7 +137,12 @@ class Emu35WorldModel:
         #: Pixel area camera views are resized to before encoding (None = the official 518,400).
         self.image_area = image_area
         self.join_timeout_s = float(join_timeout_s)
-        self._config = self._generation_config(dict(generation or {}))
+        #: Pixel area of predicted step images (None = the official behaviour: the last view's grid).
+        self.step_image_area = int(step_image_area) if step_image_area else None
+        generation = dict(generation or {})
+        #: max_new_tokens given explicitly is used as is; otherwise derived per request.
+        self.fixed_budget = generation.get("max_new_tokens")
+        self._config = self._generation_config(generation)
         if runtime is None:
             if mode == "dida" and dida_dir:
                 if vq_dir is None and model_dir:   # the adapted LM dir has no sibling tokenizer of its own
@@ -147,6 +186,22 @@ class Emu35WorldModel:
             raise ValueError(f"unknown generation setting(s) {sorted(unknown)} (known: {sorted(known)})")
         return task_config(self.task_type, **overrides)
 
+    def _request_config(self, request: PlanRequest, images: list):
+        """This request's generation settings: the step-image size and, unless fixed, the budget."""
+        config = self._config
+        if config is None:
+            return None
+        grid = None
+        if self.step_image_area:
+            grid = step_image_grid(images[-1].shape if images else None, self.step_image_area)
+            config = replace(config, image_size=grid)
+        if self.fixed_budget is None and grid is not None:
+            config = replace(config, max_new_tokens=plan_token_budget(grid, request.max_steps))
+        log.info("%s: step images %s tokens, budget %d tokens for up to %d steps%s", self.name,
+                 "x".join(map(str, grid)) if grid else "as the last view", config.max_new_tokens, request.max_steps,
+                 "" if self.fixed_budget is None else " (max_new_tokens fixed)")
+        return config
+
     def _images(self, request: PlanRequest) -> list:
         obs = request.observation
         if obs is None:
@@ -164,9 +219,11 @@ class Emu35WorldModel:
         def stopped() -> bool:
             return stop.is_set() or (cancel is not None and cancel.cancelled)
 
+        config = self._request_config(request, images)
+
         def work() -> None:
             try:
-                out = self.runtime.generate_interleaved(question, images, task=self.task_type, config=self._config,
+                out = self.runtime.generate_interleaved(question, images, task=self.task_type, config=config,
                                                         image_area=self.image_area, on_text=items.put,
                                                         on_image=items.put, cancel=stopped,
                                                         image_decoder=self.image_decoder)
