@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Protocol, Sequence
 
 from emu_ros.bridge.monitor import StepMonitor
+from emu_ros.bridge.plan_stream import PlanStream, ReadyPlan
 from emu_ros.core.protocols import (CameraUnavailable, ImageSource, JointState, PlanReviewer, Review, ReviewTimeout,
                                     RobotAdapter, SkillCall, SkillExecution, SkillExecutor)
 from emu_ros.bridge.skill_mapper import SkillMapper
@@ -63,6 +64,7 @@ class EventType(str, enum.Enum):
 
 
 TERMINAL = (EventType.DONE, EventType.ABORTED, EventType.CANCELED)
+GUIDANCE_MODES = ("plan", "pipelined")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class RunnerEvent:
     outcome: Optional[StepOutcome] = None
     plan: Optional[Plan] = None
     step: Optional[PlanStep] = None
+    #: On step_started: seconds the arm waited for this step (the first: time to first motion).
+    idle_s: Optional[float] = None
     stamp: float = field(default_factory=time.time)
 
 
@@ -122,11 +126,17 @@ class RunnerConfig:
     no_retry_codes: tuple = ("unmapped", "executor_error")
     #: Save step images and camera views as PNG in the task log.
     log_images: bool = True
+    #: `plan`: the whole plan, then execute. `pipelined`: execute each step as soon as the world model
+    #: has produced it, while the next ones are generated (a plan review, when asked for, needs the
+    #: whole plan: reviewed plans run as `plan`).
+    guidance_mode: str = "plan"
 
     def __post_init__(self) -> None:
         for name in ("max_retries", "max_replans", "max_continuations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RunnerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.guidance_mode not in GUIDANCE_MODES:
+            raise ValueError(f"RunnerConfig.guidance_mode must be one of {GUIDANCE_MODES}, got {self.guidance_mode!r}")
         if self.planning_attempts < 1:
             raise ValueError(f"RunnerConfig.planning_attempts must be >= 1, got {self.planning_attempts}")
 
@@ -149,6 +159,9 @@ class TaskResult:
     log_dir: Optional[str] = None
     #: Requests for the remaining steps of plans cut by the world model's budget.
     continuations: int = 0
+    #: Seconds from the task's start to its first motion (None: the arm never moved).
+    first_motion_s: Optional[float] = None
+    guidance_mode: str = "plan"
 
     @property
     def success(self) -> bool:
@@ -180,6 +193,7 @@ class TaskRunner:
                                     else tol.step_timeout_s)
         self._listeners: List[Listener] = []
         self._lock = threading.Lock()
+        self._emit_lock = threading.RLock()
         self._token: Optional[CancelToken] = None
         self._running = False
         self._log: Optional[TaskLog] = None
@@ -236,10 +250,12 @@ class TaskRunner:
         try:
             if not run.task:
                 raise _Abort("empty task instruction")
-            plan = self._new_plan(run, reason="")
+            run.source = self._plan_source(run, reason="")
             i = 0
             while True:
-                if i >= len(plan.steps):
+                step = run.source.step(i, run.token)
+                if step is None:
+                    plan = run.source.plan()
                     if plan.complete:
                         break
                     # The world model ran out of budget mid-plan: the steps done so far are not the task.
@@ -249,11 +265,12 @@ class TaskRunner:
                                      f"after {run.continuations} continuation(s) (max_continuations="
                                      f"{cfg.max_continuations}); {run.steps_done} step(s) done")
                     run.continuations += 1
-                    plan = self._new_plan(run, reason=plan.cut_reason or "the plan was incomplete", continuation=True)
+                    run.source = self._plan_source(run, reason=plan.cut_reason or "the plan was incomplete",
+                                                   continuation=True)
                     i = 0
                     continue
-                step = plan.steps[i]
-                outcome = self._attempt(run, plan, step)
+                outcome = self._attempt(run, run.source.count(), step)
+                run.idle_since = time.monotonic()
                 if outcome.status is OutcomeStatus.FINISHED:
                     run.steps_done += 1
                     i += 1
@@ -265,8 +282,10 @@ class TaskRunner:
                     budget = ("re-planning is off (max_replans=0)" if not cfg.max_replans
                               else f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)")
                     raise _Abort(f"step {step.index + 1} \"{step.text}\" {outcome.status.value}: {outcome.reason} — {budget}")
+                run.source.stop()  # a plan still streaming is superseded
                 run.replans += 1
-                plan = self._new_plan(run, reason=f"step \"{step.text}\" {outcome.status.value}: {outcome.reason}")
+                run.source = self._plan_source(run, reason=f"step \"{step.text}\" {outcome.status.value}: "
+                                                           f"{outcome.reason}")
                 i = 0
             message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "") \
                 + (f" and {run.continuations} continuation(s) of cut plans" if run.continuations else "")
@@ -282,15 +301,27 @@ class TaskRunner:
             msg = f"internal error: {type(e).__name__}: {e}"
             self._emit(run, EventType.ABORTED, message=msg)
             return self._finish(run, "aborted", msg)
+        finally:
+            if run.source is not None:
+                run.source.stop()  # no generation keeps running after the task ended
 
-    def _attempt(self, run: "_Run", plan: Plan, step: PlanStep) -> StepOutcome:
-        """Run one step with its retries; returns the final outcome (history and events included)."""
+    def _attempt(self, run: "_Run", count: Optional[int], step: PlanStep) -> StepOutcome:
+        """Run one step with its retries; returns the final outcome (history and events included).
+
+        `count` = steps in the plan, None while it is still streaming (pipelined)."""
         attempt = 0
         while True:
             if run.token.cancelled:
                 raise Cancelled(run.token.reason)
-            self._emit(run, EventType.STEP_STARTED, step=step, attempt=attempt,
-                       message=f"step {step.index + 1}/{len(plan.steps)}: {step.text}")
+            idle = None
+            if run.idle_since is not None:  # the arm waited for the world model (or this is the first motion)
+                idle = time.monotonic() - run.idle_since
+                run.idle_since = None
+            if run.first_motion_s is None:
+                run.first_motion_s = time.monotonic() - run.t0
+            self._emit(run, EventType.STEP_STARTED, step=step, attempt=attempt, idle_s=idle,
+                       message=f"step {step.index + 1}/{count if count is not None else '?'}: {step.text}"
+                               + (f" (arm idle {idle:.2f} s before it)" if idle is not None else ""))
             outcome, after = self._execute(run, step)
             run.outcomes.append(outcome)
             if outcome.status is not OutcomeStatus.CANCELED:
@@ -419,9 +450,19 @@ class TaskRunner:
         self._emit(run, kind, plan=plan, message=review.reason or ("approved" if review.approved else "rejected"))
         return review
 
-    def _request_plan(self, run: "_Run", reason: str, continuation: bool = False) -> Plan:
+    def _plan_source(self, run: "_Run", reason: str, continuation: bool = False):
+        """Where the next steps come from: a whole plan, or (pipelined, no review) a plan streaming in."""
+        if self.config.guidance_mode == "pipelined" and run.reviewer is None:
+            return PlanStream(lambda on_step, token: self._request_plan(run, reason, continuation, on_step, token),
+                              run.token)
+        return ReadyPlan(self._new_plan(run, reason, continuation))
+
+    def _request_plan(self, run: "_Run", reason: str, continuation: bool = False,
+                      on_step: Optional[Callable[[PlanStep], None]] = None,
+                      cancel: Optional[CancelToken] = None) -> Plan:
         """Ask the planner (first plan, a re-plan or a continuation, with the history); aborts after
-        planning_attempts."""
+        planning_attempts. `on_step` also receives each streamed step; `cancel` defaults to the task's."""
+        cancel = cancel or run.token
         revision = run.replans
         if continuation:
             self._emit(run, EventType.CONTINUING,
@@ -431,15 +472,21 @@ class TaskRunner:
             self._emit(run, EventType.REPLANNING, message=f"re-plan {revision}/{self.config.max_replans}: {reason}")
         errors = []
         for attempt in range(self.config.planning_attempts):
-            if run.token.cancelled:
-                raise Cancelled(run.token.reason)
+            if cancel.cancelled:
+                raise Cancelled(cancel.reason)
             self._emit(run, EventType.PLANNING, attempt=attempt,
                        message=f"planning {run.task!r}" + (f" (revision {revision})" if revision else ""))
+            streamed: List[PlanStep] = []
+
+            def planned(step: PlanStep) -> None:
+                streamed.append(step)
+                self._emit(run, EventType.STEP_PLANNED, step=step, message=step.text)
+                if on_step is not None:
+                    on_step(step)
+
             try:
-                plan = self.planner.plan(run.task, history=list(run.history), revision=revision,
-                                         on_step=lambda s: self._emit(run, EventType.STEP_PLANNED, step=s,
-                                                                      message=s.text),
-                                         cancel=run.token)
+                plan = self.planner.plan(run.task, history=list(run.history), revision=revision, on_step=planned,
+                                         cancel=cancel)
                 if not isinstance(plan, Plan) or not plan.steps:
                     raise PlanningError(f"planner returned {'an empty plan' if isinstance(plan, Plan) else type(plan).__name__}")
                 run.plans.append(plan)
@@ -451,12 +498,22 @@ class TaskRunner:
             except Cancelled:
                 raise
             except Exception as e:  # noqa: BLE001 - PlanningError or any planner bug
-                if run.token.cancelled:
-                    raise Cancelled(run.token.reason) from e
+                if cancel.cancelled:
+                    raise Cancelled(cancel.reason) from e
                 errors.append(f"{type(e).__name__}: {e}" if not isinstance(e, PlanningError) else str(e))
                 log.warning("planning attempt %d failed: %s", attempt + 1, errors[-1])
-                if attempt + 1 < self.config.planning_attempts and run.token.wait(self.config.planning_retry_delay_s):
-                    raise Cancelled(run.token.reason)
+                if on_step is not None and streamed:
+                    # Steps already handed out (pipelined) may be running: keep them as a cut plan, so
+                    # the runner continues from the history instead of starting a second plan over them.
+                    plan = Plan(task=run.task, steps=list(streamed), plan_id=uuid.uuid4().hex[:12], revision=revision,
+                                source=streamed[0].source, complete=False,
+                                cut_reason=f"planning failed after {len(streamed)} step(s): {errors[-1]}")
+                    run.plans.append(plan)
+                    self._emit(run, EventType.PLAN_READY, plan=plan, message=f"{len(streamed)} steps (cut: "
+                                                                             f"{plan.cut_reason})")
+                    return plan
+                if attempt + 1 < self.config.planning_attempts and cancel.wait(self.config.planning_retry_delay_s):
+                    raise Cancelled(cancel.reason)
         raise _Abort(f"planning failed after {len(errors)} attempt(s): {errors[-1]}")
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -503,6 +560,12 @@ class TaskRunner:
         return None
 
     def _emit(self, run: "_Run", kind: EventType, images: Optional[dict] = None, **kw) -> None:
+        # One event at a time: in pipelined mode the planning thread emits beside the task thread, and
+        # the log and the listeners must see the same order.
+        with self._emit_lock:
+            self._emit_locked(run, kind, images, **kw)
+
+    def _emit_locked(self, run: "_Run", kind: EventType, images: Optional[dict] = None, **kw) -> None:
         plan = run.plans[-1] if run.plans else None
         step = kw.get("step")
         event = RunnerEvent(type=kind, task=run.task, run_id=run.run_id, revision=run.replans, replans=run.replans,
@@ -533,7 +596,8 @@ class TaskRunner:
                             outcomes=list(run.outcomes), history=list(run.history), plans=list(run.plans),
                             elapsed_s=time.monotonic() - run.t0,
                             log_dir=str(self._log.run_dir) if self._log is not None else None,
-                            continuations=run.continuations)
+                            continuations=run.continuations, first_motion_s=run.first_motion_s,
+                            guidance_mode=self.config.guidance_mode)
         if self._log is not None:
             try:
                 self._log.close(summary=_summary(result))
@@ -552,6 +616,9 @@ class _Run:
     continuations: int = 0
     retries: int = 0
     reviewer: Optional[PlanReviewer] = None
+    source: Optional[object] = None  # ReadyPlan | PlanStream: where the next step comes from
+    idle_since: Optional[float] = field(default_factory=time.monotonic)  # the arm is waiting since then
+    first_motion_s: Optional[float] = None
     outcomes: list = field(default_factory=list)
     history: list = field(default_factory=list)
     plans: list = field(default_factory=list)
@@ -571,6 +638,8 @@ def _event_record(e: RunnerEvent) -> dict:
         rec.update(step_index=e.step_index, step_count=e.step_count, step_text=e.step_text, attempt=e.attempt)
     if e.type in (EventType.STEP_FAILED, EventType.STEP_UNFINISHED):
         rec["will_retry"] = e.will_retry
+    if e.idle_s is not None:
+        rec["idle_s"] = round(e.idle_s, 4)
     if e.outcome is not None:
         rec["outcome"] = {"status": e.outcome.status.value, "code": e.outcome.code, "reason": e.outcome.reason,
                           "details": e.outcome.details}
@@ -588,7 +657,8 @@ def _event_record(e: RunnerEvent) -> dict:
 def _summary(r: TaskResult) -> dict:
     return {"task": r.task, "status": r.status, "success": r.success, "message": r.message,
             "steps_done": r.steps_done, "replans": r.replans, "continuations": r.continuations, "retries": r.retries,
-            "elapsed_s": round(r.elapsed_s, 3),
+            "elapsed_s": round(r.elapsed_s, 3), "guidance_mode": r.guidance_mode,
+            "first_motion_s": None if r.first_motion_s is None else round(r.first_motion_s, 3),
             "sources": sorted({p.source for p in r.plans}),
             "plans": [{"plan_id": p.plan_id, "revision": p.revision, "source": p.source, "complete": p.complete,
                        "cut_reason": p.cut_reason, "steps": [s.text for s in p.steps]} for p in r.plans],

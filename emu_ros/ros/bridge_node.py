@@ -21,7 +21,7 @@ from emu_ros.action import ExecuteTask
 from emu_ros.srv import ReviewPlan
 from emu_ros.bridge.monitor import StepMonitor
 from emu_ros.core.profile import load_profile
-from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
+from emu_ros.bridge.runner import GUIDANCE_MODES, EventType, RunnerConfig, RunnerEvent, TaskRunner
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.skills import ProfileSkillExecutor
 from emu_ros.core.types import CancelToken
@@ -52,6 +52,14 @@ class BridgeNode(Node):
         super().__init__(node_name, **kwargs)
         # The core (runner, monitor, skills, simulator, adapters) logs through Python logging: to /rosout.
         self._log_route = LogRoute(self, ["emu_ros.bridge", "emu_ros.sim", "emu_ros.ros.adapters"])
+        try:
+            self._setup(adapter, perception, task_params, skill_executor)
+        except BaseException:
+            self._log_route.close()  # a node that could not start leaves no logging routed to it
+            super().destroy_node()
+            raise
+
+    def _setup(self, adapter, perception, task_params, skill_executor) -> None:
         declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
         declare(self, "generate_plan_action", "/emu_guidance/generate_plan", "GeneratePlan action of the guidance node")
         declare(self, "skills", "default", "Skill library: a name in config/skills or a YAML path", read_only=True)
@@ -59,9 +67,14 @@ class BridgeNode(Node):
         declare(self, "max_retries", 1, "Retries of a failed step before re-planning", int_range=(0, 10))
         declare(self, "plan_timeout_s", 300.0, "Longest wait for one plan", float_range=(1.0, 3600.0))
         declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
+        declare(self, "guidance_mode", "plan", "'plan': the whole plan, then execute; 'pipelined': execute each step "
+                "as soon as the world model has produced it, while the next is generated (plans under review run "
+                "as 'plan')", read_only=True)
         declare(self, "approval_timeout_s", 300.0, "With ExecuteTask.require_approval: how long a plan waits on "
                 "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
                 float_range=(1.0, 86400.0))
+        if param(self, "guidance_mode") not in GUIDANCE_MODES:
+            raise ValueError(f"guidance_mode must be one of {GUIDANCE_MODES}, got {param(self, 'guidance_mode')!r}")
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
         # Cameras are pulled, not spun: their messages wait in the reader (keep-last 1) until the hub
@@ -92,7 +105,8 @@ class BridgeNode(Node):
         return super().destroy_node()
 
     def make_runner(self, max_replans: int) -> TaskRunner:
-        cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"))
+        cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"),
+                           guidance_mode=param(self, "guidance_mode"))
         return TaskRunner(self.planner, self.mapper, self.executor_, self.adapter, self.monitor, image_source=self.hub,
                           config=cfg, log_root=Path(param(self, "log_dir")).expanduser())
 

@@ -53,6 +53,10 @@ class EpisodeConfig:
     settle_s: Optional[float] = None  # sim time between a skill's last goal and the check (None = profile)
     out_dir: Optional[str] = None
     profile: str = "sim_aloha"
+    #: TaskRunner only: guidance mode (plan | pipelined) and a planner that needs this long per step
+    #: (a stand-in for the world model's generation time, e.g. ~2 s per DiDA step).
+    guidance_mode: str = "plan"
+    planner_step_delay_s: float = 0.0
 
 
 @dataclass
@@ -89,6 +93,7 @@ class EpisodeResult:
     perception: str = ""
     retries: int = 0  # same-step retries (TaskRunner only)
     runner_status: str = ""  # TaskRunner result status (TaskRunner only)
+    first_motion_s: Optional[float] = None  # TaskRunner only: task start -> first step started (wall s)
     steps: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -193,7 +198,7 @@ def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
     if cfg.step_images:
         out = Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}"
         plan_file = write_reference_plan(cfg.task, cfg.seed, out, camera=cfg.camera)
-    planner = ScriptedWorldModel(task_files=[plan_file])
+    planner = ScriptedWorldModel(task_files=[plan_file], step_delay_s=cfg.planner_step_delay_s)
     calls = [world.mapper.map(s.text).call for s in planner.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     return world, tdef, planner, calls, injector
@@ -312,7 +317,7 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
                         StepMonitor(world.profile), image_source=world.images,
                         config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
                                             planning_attempts=3, planning_retry_delay_s=0.5,
-                                            log_images=log_dir is not None),
+                                            log_images=log_dir is not None, guidance_mode=cfg.guidance_mode),
                         log_root=log_dir)
     for fn in listeners:
         runner.add_listener(fn)
@@ -331,5 +336,5 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
                         wall_s=time.monotonic() - t0, backend=backend.name, perception=world.perception.name,
                         steps=[StepRecord(k + 1, 0, o.text, str(o.details.get("skill", "")), o.status.value, o.code,
                                           o.reason) for k, o in enumerate(tr.outcomes)])
-    res.runner_status, res.retries = tr.status, tr.retries
+    res.runner_status, res.retries, res.first_motion_s = tr.status, tr.retries, tr.first_motion_s
     return res

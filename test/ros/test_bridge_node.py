@@ -149,7 +149,7 @@ class FakeRobot(Node):
 @pytest.fixture
 def system(spin, tmp_path):
     """guidance + bridge + fake robot + camera; returns (robot, client_node, send)."""
-    def build(with_image=False, max_retries=1, max_replans=2):
+    def build(with_image=False, max_retries=1, max_replans=2, guidance_mode="plan"):
         profile = make_profile(tmp_path)
         tasks = make_task(tmp_path, with_image)
         robot = FakeRobot(profile)
@@ -157,7 +157,8 @@ def system(spin, tmp_path):
                                                      Parameter("task_dir", value=str(tasks))])
         bridge = BridgeNode(perception=StaticPerception(), parameter_overrides=[
             Parameter("profile", value=str(profile)), Parameter("max_retries", value=max_retries),
-            Parameter("max_replans", value=max_replans), Parameter("log_dir", value=str(tmp_path / "logs"))])
+            Parameter("max_replans", value=max_replans), Parameter("log_dir", value=str(tmp_path / "logs")),
+            Parameter("guidance_mode", value=guidance_mode)])
         cam = Node("fake_camera")
         pub = cam.create_publisher(Image, CAM, qos_profile_sensor_data)
         frame = numpy_to_image(np.full((48, 64, 3), 200, np.uint8))
@@ -341,3 +342,18 @@ def test_approval_timeout_aborts_without_motion(system, wait_for):
     assert r.status == 6 and not r.result.success  # ABORTED
     assert "no approval: nobody approved or rejected plan" in r.result.message
     assert robot.trajectories == [] and robot.gripper_goals == []
+
+
+def test_pipelined_mode_through_the_nodes(system):
+    """guidance_mode pipelined: steps streamed by ~/generate_plan feedback are executed as they come."""
+    robot, bridge, send = system(guidance_mode="pipelined")
+    out, fb = send()
+    r = out["result"]
+    assert r.status == 4 and r.result.success and r.result.steps_completed == 3, r.result.message
+    assert robot.trajectories and ("right", 0.0) in robot.gripper_goals
+
+
+def test_unknown_guidance_mode_is_a_start_error(ros_context):
+    with pytest.raises(ValueError, match="guidance_mode must be one of"):
+        BridgeNode(node_name="emu_bridge_bad_mode", parameter_overrides=[
+            Parameter("profile", value="sim_aloha"), Parameter("guidance_mode", value="stepwise")])

@@ -15,7 +15,7 @@ from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.task_log import read_events, read_summary
 from emu_ros.bridge.visual_check import HistSSIMJudge
 from emu_ros.guidance.engine import GuidanceEngine
-from emu_ros.core.types import OutcomeStatus
+from emu_ros.core.types import Cancelled, OutcomeStatus
 
 MAPPER = SkillMapper.load()
 
@@ -435,3 +435,65 @@ def test_review_timeout_or_a_broken_review_channel_aborts_without_motion(profile
         res = rig.runner.run("transfer the cube", reviewer=ScriptedReviewer(rig, [error]))
         assert res.status == "aborted" and expect in res.message, res.message
         assert rig.adapter.trajectories == [] and rig.adapter.gripper_goals == []
+
+
+class SlowWorldModel(FakeWorldModel):
+    """A world model that needs `delay_s` per step, like a real one (~2 s per DiDA step)."""
+
+    def __init__(self, steps, delay_s):
+        super().__init__(steps)
+        self.step_delay = delay_s
+
+    def plan(self, request, cancel=None):
+        from emu_ros.core.types import PlanStep
+
+        self.requests.append(request)
+        done = sum(1 for h in request.history if h.status is OutcomeStatus.FINISHED)
+        for i, text in enumerate(self.steps[done:]):
+            if cancel is not None and cancel.wait(self.step_delay):
+                raise Cancelled("canceled")
+            yield PlanStep(index=i, text=text, source=self.name)
+
+
+def slow_rig(profile, tmp_path, mode, delay_s=0.3, steps=SEVEN_STEPS, **cfg):
+    rig = Rig(profile, tmp_path, guidance_mode=mode, **cfg)
+    rig.wm = SlowWorldModel(steps, delay_s)
+    rig.engine.world_model = rig.wm
+    return rig
+
+
+def test_pipelined_starts_moving_at_the_first_step_and_executes_the_same_steps(profile, tmp_path):
+    """pipelined: the arm starts when step 1 exists (not after all 7), in the same order, same result."""
+    plan_rig = slow_rig(profile, tmp_path / "plan", "plan")
+    plan_res = plan_rig.run()
+    pipe_rig = slow_rig(profile, tmp_path / "pipe", "pipelined")
+    pipe_res = pipe_rig.run()
+    assert plan_res.success and pipe_res.success, (plan_res.message, pipe_res.message)
+    assert [c.text for c in pipe_rig.executor.calls] == [c.text for c in plan_rig.executor.calls] == SEVEN_STEPS
+    assert plan_res.first_motion_s >= 7 * 0.3 - 0.05  # plan mode waits for the whole plan
+    assert pipe_res.first_motion_s < 0.3 + 0.25  # pipelined moves once the first step exists
+    started = [e for e in pipe_rig.events if e["event"] == "step_started"]
+    assert len(started) == 7 and all("idle_s" in e for e in started)
+    assert read_summary(pipe_res.log_dir)["guidance_mode"] == "pipelined"
+    assert_log_matches_events(pipe_rig)
+
+
+def test_pipelined_replan_stops_the_streaming_plan_and_continues_from_the_history(profile, tmp_path):
+    """A missed grasp while later steps are still being generated: that generation is stopped, the
+    re-plan starts from the history, and no planning thread outlives the task."""
+    rig = slow_rig(profile, tmp_path, "pipelined", delay_s=0.1)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.success and res.replans == 1, res.message
+    assert len(rig.wm.requests) == 2 and [h.text for h in rig.wm.requests[1].history][:2] == SEVEN_STEPS[:2]
+    assert [c.text for c in rig.executor.calls].count(SEVEN_STEPS[2]) == 2  # the grasp, then its re-try by re-plan
+    assert not [t for t in threading.enumerate() if t.name == "emu-plan-stream" and t.is_alive()]
+    assert_log_matches_events(rig)
+
+
+def test_pipelined_cancel_stops_the_generation(profile, tmp_path):
+    rig = slow_rig(profile, tmp_path, "pipelined", delay_s=0.5)
+    rig.rec.on_event = lambda e: rig.runner.cancel("operator stop") if e.type is EventType.STEP_FINISHED else None
+    res = rig.run()
+    assert res.status == "canceled" and res.steps_done == 1
+    assert not [t for t in threading.enumerate() if t.name == "emu-plan-stream" and t.is_alive()]
