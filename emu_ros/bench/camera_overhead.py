@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from emu_ros.bench import write_json
+
 CAMERAS = ["cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"]
 MODES = ("pull", "callback", "eager")
 
@@ -456,10 +458,7 @@ def main(argv=None) -> int:
           f"DiDA {slowdown['driver']['dida_image_s']:+.1f} %")
     print(json.dumps(plan_ms))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, result)
     return 0
 
 

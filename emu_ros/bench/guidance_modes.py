@@ -14,13 +14,14 @@ simulator's own score, re-plans. Numbers are this machine's; the JSON names it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
 import statistics
 from pathlib import Path
 from typing import Optional, Sequence
+
+from emu_ros.bench import write_json
 
 MODES = ("plan", "pipelined")
 
@@ -86,10 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "planner": "scripted reference with a per-step delay (stand-in for generation time)",
               "medians": summ, "episodes": rows}
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, result)
     return 0
 
 

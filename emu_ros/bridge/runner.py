@@ -13,12 +13,23 @@ One `run(task)` is one task (one ExecuteTask goal in the ROS layer). The loop:
                                           current views (at most max_replans), or `aborted`
     all steps finished → done.   cancel at any point → canceled (adapter goals canceled).
 
+A plan whose output was cut (token budget) is not the task: when its steps are done the runner asks
+for the rest (`continuing`, at most max_continuations) and never reports it done. With a reviewer,
+every new plan waits for a person's approval (`awaiting_approval` → `approved` / `rejected`, a
+rejection re-plans with the reason) before it moves the arm. Guidance modes: `plan` executes a
+whole plan; `pipelined` executes each step as it streams in (bridge/plan_stream.py).
+
 Robustness rules: a listener, the planner, the executor, the adapter or the log raising never
 crashes the runner — each becomes an outcome, an abort with the message, or a logged warning. The
 task log gets every event (JSONL, fsync'd) and a summary.json on every exit path.
 
 Threading: `run` blocks the calling thread; `cancel()` may be called from any thread (the ROS
-action server's cancel callback). One runner runs one task at a time.
+action server's cancel callback). One runner runs one task at a time; in `pipelined` mode the planner
+runs in a second thread and events are serialised.
+
+Size (~670 lines, over the ~600 guideline): the loop, its retry/re-plan/continuation/review rules
+and the events they emit are one state machine read top to bottom; the plan sources, the monitor,
+the task log and the skills live in their own modules.
 """
 from __future__ import annotations
 
