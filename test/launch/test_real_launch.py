@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "test" / "launch" / "launch_file.py"
-DIRTY = ("Traceback", "was never retrieved", "Failed to publish")
+DIRTY = ("Traceback", "was never retrieved", "Failed to publish", "outlived it", "did not exit")
 
 
 def env_for(offset: int) -> dict:
@@ -27,8 +27,9 @@ def env_for(offset: int) -> dict:
 
 
 def start(env: dict, *args: str) -> subprocess.Popen:
+    # its own process group: if the launch has to be killed, its nodes go with it (never orphans)
     return subprocess.Popen([sys.executable, str(RUNNER), "emu_ros", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 90.0) -> str:
@@ -39,9 +40,18 @@ def interrupt(proc: subprocess.Popen, timeout: float = 90.0) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the launch and every node it started
         out, _ = proc.communicate()
         out += "\n[test] launch did not exit within the timeout after SIGINT"
+    else:
+        try:  # the launch exited: nothing it started may outlive it
+            os.killpg(proc.pid, 0)
+            leftover = True
+        except ProcessLookupError:
+            leftover = False
+        if leftover:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out += "\n[test] processes of the launch outlived it"
     return out
 
 
