@@ -8,10 +8,26 @@
 #
 # Usage: scripts/setup_env.sh            (from anywhere)
 #        EMU_ROS_PYTHON=python3.12 scripts/setup_env.sh   (choose the interpreter, >= 3.10)
+#        EMU_ROS_ROS=jazzy scripts/setup_env.sh   (the robots' ROS: Jazzy wheels on Python 3.10, in
+#            .venv-jazzy/, build_jazzy/, install_jazzy/, activate_jazzy.sh; no torch: the only local
+#            CPU torch wheel is cp311, so the model tests skip there and the ROS-facing ones run)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+# Which ROS 2 wheels: kilted (default, Python >= 3.10 as given) or jazzy (Python 3.10, what robots run).
+FLAVOR="${EMU_ROS_ROS:-kilted}"
+CONSTRAINTS=()
+case "$FLAVOR" in
+  kilted) SUFFIX=""; REQ_ROS="$ROOT/scripts/requirements-ros.txt"; WITH_TORCH=1; DEFAULT_PY=python3 ;;
+  jazzy) SUFFIX="_jazzy"; REQ_ROS="$ROOT/scripts/requirements-ros-jazzy.txt"; WITH_TORCH=0
+         CONSTRAINTS=(-c "$ROOT/scripts/constraints-jazzy.txt")
+         DEFAULT_PY="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10.*/bin/python 2>/dev/null | tail -n 1)"
+         DEFAULT_PY="${DEFAULT_PY:-python3.10}" ;;
+  *) printf '[setup_env] ERROR: EMU_ROS_ROS must be kilted or jazzy, got %s\n' "$FLAVOR" >&2; exit 2 ;;
+esac
+VENV="$ROOT/.venv${SUFFIX/_/-}"
+BUILD="$ROOT/build$SUFFIX"; INSTALL="$ROOT/install$SUFFIX"; INSTALL_TEST="$ROOT/install_test$SUFFIX"
+LOGS="$ROOT/log$SUFFIX"; ACTIVATE="$ROOT/activate$SUFFIX.sh"
 READY="$VENV/.emu_ros_ready"
 STEP="start"
 say() { printf '[setup_env] %s\n' "$*"; }
@@ -22,7 +38,7 @@ cd "$ROOT"
 
 # ---------------------------------------------------------------- 1. tools the build needs
 STEP="check build tools"
-PY="${EMU_ROS_PYTHON:-python3}"
+PY="${EMU_ROS_PYTHON:-$DEFAULT_PY}"
 command -v "$PY" >/dev/null 2>&1 || fail "no '$PY' interpreter found; install Python >= 3.10 or set EMU_ROS_PYTHON"
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
   || fail "$("$PY" --version 2>&1) is too old: emu_ros needs Python >= 3.10"
@@ -64,29 +80,44 @@ PIP=("$VPY" -m pip --disable-pip-version-check -q)
 
 # Requirements change → reinstall; otherwise skip pip entirely (the warm path).
 STEP="install Python packages"
-req_hash="$(cat "$ROOT/scripts/requirements-dev.txt" "$ROOT/scripts/requirements-ros.txt" "$ROOT/setup.py" "$0" | sha256sum | cut -c1-16)"
+req_hash="$(cat "$ROOT/scripts/requirements-dev.txt" "$REQ_ROS" "$ROOT/setup.py" "$0" ${CONSTRAINTS[1]:+"${CONSTRAINTS[1]}"} \
+  | sha256sum | cut -c1-16)"
 stamp="$VENV/.emu_ros_requirements.$req_hash"
 # A stamp only counts if the key packages really import (an interrupted or tampered install).
-if [ -f "$stamp" ] && ! "$VPY" -c 'import torch, numpy, yaml, rclpy, mujoco, gym_aloha, safetensors, tiktoken, pyarrow, av, colcon_core' >/dev/null 2>&1; then
+KEY_IMPORTS="numpy, yaml, rclpy, mujoco, gym_aloha, safetensors, tiktoken, pyarrow, av, colcon_core"
+[ "$WITH_TORCH" = 1 ] && KEY_IMPORTS="torch, $KEY_IMPORTS"
+if [ -f "$stamp" ] && ! "$VPY" -c "import $KEY_IMPORTS" >/dev/null 2>&1; then
   say "packages recorded as installed do not import: reinstalling"
   rm -f "$stamp"
 fi
 if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.emu_ros_requirements.* "$READY"
-  say "installing torch 2.13.0 (CPU wheel; never an unpinned torch, which pulls several GB of CUDA)"
-  "${PIP[@]}" install "torch==2.13.0" || fail "pip could not install torch==2.13.0"
-  say "installing core, simulation and test packages (scripts/requirements-dev.txt)"
-  "${PIP[@]}" install -r "$ROOT/scripts/requirements-dev.txt" "torch==2.13.0" || fail "pip install -r scripts/requirements-dev.txt failed"
-  say "installing ROS 2 wheels and interface generators (scripts/requirements-ros.txt)"
-  "${PIP[@]}" install -r "$ROOT/scripts/requirements-ros.txt" || fail "pip install -r scripts/requirements-ros.txt failed"
+  if [ "$WITH_TORCH" = 1 ]; then
+    say "installing torch 2.13.0 (CPU wheel; never an unpinned torch, which pulls several GB of CUDA)"
+    "${PIP[@]}" install "torch==2.13.0" || fail "pip could not install torch==2.13.0"
+    say "installing core, simulation and test packages (scripts/requirements-dev.txt)"
+    "${PIP[@]}" install -r "$ROOT/scripts/requirements-dev.txt" "torch==2.13.0" || fail "pip install -r scripts/requirements-dev.txt failed"
+  else
+    # No local CPU torch wheel for this Python: the model stack (torch, transformers, peft, accelerate)
+    # is left out; its tests skip with that reason, the ROS-facing ones run. setuptools: a fresh venv's
+    # is too old for the editable install below.
+    say "installing core, simulation and test packages without the model stack (no CPU torch wheel here)"
+    grep -vE '^(transformers|peft|accelerate)' "$ROOT/scripts/requirements-dev.txt" > "$VENV/requirements-no-torch.txt"
+    "${PIP[@]}" install "${CONSTRAINTS[@]}" -r "$VENV/requirements-no-torch.txt" "setuptools==79.0.1" \
+      || fail "pip install of the dev requirements failed"
+  fi
+  say "installing ROS 2 wheels and interface generators ($(basename "$REQ_ROS"))"
+  "${PIP[@]}" install "${CONSTRAINTS[@]}" -r "$REQ_ROS" || fail "pip install -r $REQ_ROS failed"
   say "installing emu_ros itself in editable mode (console script emu-ros)"
   "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT" || fail "pip install -e . failed"
   touch "$stamp"
 else
   say "Python packages up to date (requirements unchanged)"
 fi
-"$VPY" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__' \
-  || fail "torch in .venv is not 2.13.0 (another package upgraded it?); delete .venv and re-run"
+if [ "$WITH_TORCH" = 1 ]; then
+  "$VPY" -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__' \
+    || fail "torch in .venv is not 2.13.0 (another package upgraded it?); delete .venv and re-run"
+fi
 
 # ---------------------------------------------------------------- 3. fix paths baked into the ROS wheels
 # The wheels were built under /opt/python/cp311-cp311 and carry that prefix in ~90 CMake/ament
@@ -96,7 +127,8 @@ SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 NPINC="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
 PYVER="$("$VPY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-OLD="/opt/python/cp311-cp311"
+PYTAG="cp${PYVER/./}"
+OLD="/opt/python/$PYTAG-$PYTAG"  # where the wheels were built
 # CMake rejects exported include dirs inside the source tree, and this repository (the package) holds
 # .venv: reach numpy's headers through a link outside it.
 LINKDIR="${XDG_CACHE_HOME:-$HOME/.cache}/emu_ros/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
@@ -106,11 +138,11 @@ mapfile -t baked < <(grep -rIlE "$OLD|$NPINC" "$VENV/share" "$VENV/lib/cmake" 2>
 if [ ${#baked[@]} -gt 0 ]; then
   say "rewriting build-machine paths in ${#baked[@]} ROS wheel files"
   sed -i \
-    -e "s#$OLD/lib/python3.11/site-packages/numpy/_core/include#$NPLINK#g" \
+    -e "s#$OLD/lib/python$PYVER/site-packages/numpy/_core/include#$NPLINK#g" \
     -e "s#$NPINC#$NPLINK#g" \
-    -e "s#$OLD/include/python3.11#$PYINC#g" \
-    -e "s#$OLD/lib/python3.11/site-packages#$SITE#g" \
-    -e "s#$OLD/bin/python3.11#$VPY#g" \
+    -e "s#$OLD/include/python$PYVER#$PYINC#g" \
+    -e "s#$OLD/lib/python$PYVER/site-packages#$SITE#g" \
+    -e "s#$OLD/bin/python$PYVER#$VPY#g" \
     -e "s#$OLD#$VENV#g" "${baked[@]}"
 fi
 [ -d "$PYINC" ] && [ -f "$PYINC/Python.h" ] || fail "Python headers not found at $PYINC (Debian: apt-get install python3-dev)"
@@ -119,29 +151,29 @@ ROS_LD="$("$VPY" -c 'import ros_wheels_bootstrapper as b; print(b.get_ros_paths(
 
 # ---------------------------------------------------------------- 4. build the package with colcon
 STEP="colcon build"
-touch "$VENV/COLCON_IGNORE"; mkdir -p "$ROOT/log"
-say "building emu_ros (interfaces + Python) with colcon into install/"
+touch "$VENV/COLCON_IGNORE"; mkdir -p "$LOGS"
+say "building emu_ros (interfaces + Python) with colcon into $(basename "$INSTALL")/"
 (
   export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" LD_LIBRARY_PATH="$ROS_LD" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
   export PATH="$VENV/bin:$PATH"
-  "$VENV/bin/colcon" --log-base "$ROOT/log" build --paths "$ROOT" --build-base "$ROOT/build" \
-    --install-base "$ROOT/install" --merge-install --symlink-install \
+  "$VENV/bin/colcon" --log-base "$LOGS" build --paths "$ROOT" --build-base "$BUILD" \
+    --install-base "$INSTALL" --merge-install --symlink-install \
     --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_FIND_STRATEGY=LOCATION -DPython3_NumPy_INCLUDE_DIR="$NPLINK" -DBUILD_TESTING=OFF \
-    --event-handlers console_direct- summary- > "$ROOT/log/colcon_build.txt" 2>&1 \
-    || { tail -n 40 "$ROOT/log/colcon_build.txt" >&2; exit 1; }
+    --event-handlers console_direct- summary- > "$LOGS/colcon_build.txt" 2>&1 \
+    || { tail -n 40 "$LOGS/colcon_build.txt" >&2; exit 1; }
 ) || fail "colcon build failed (full log: log/colcon_build.txt)"
 
 # Test-only stand-ins for control_msgs / interbotix_xs_msgs / aimdk_msgs (not on PyPI), built into a
 # separate prefix that only scripts/run_tests.sh puts on the path (test/ros/interfaces/README.md).
 STEP="colcon build (test-only interfaces)"
 (
-  export AMENT_PREFIX_PATH="$ROOT/install:$VENV" CMAKE_PREFIX_PATH="$ROOT/install:$VENV" LD_LIBRARY_PATH="$ROS_LD" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+  export AMENT_PREFIX_PATH="$INSTALL:$VENV" CMAKE_PREFIX_PATH="$INSTALL:$VENV" LD_LIBRARY_PATH="$ROS_LD" _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
   export PATH="$VENV/bin:$PATH"
-  "$VENV/bin/colcon" --log-base "$ROOT/log" build --paths "$ROOT"/test/ros/interfaces/* --build-base "$ROOT/build/test_interfaces" \
-    --install-base "$ROOT/install_test" --merge-install \
+  "$VENV/bin/colcon" --log-base "$LOGS" build --paths "$ROOT"/test/ros/interfaces/* --build-base "$BUILD/test_interfaces" \
+    --install-base "$INSTALL_TEST" --merge-install \
     --cmake-args -DPython3_EXECUTABLE="$VPY" -DPython3_FIND_STRATEGY=LOCATION -DPython3_NumPy_INCLUDE_DIR="$NPLINK" -DBUILD_TESTING=OFF \
-    --event-handlers console_direct- summary- > "$ROOT/log/colcon_build_test_interfaces.txt" 2>&1 \
-    || { tail -n 40 "$ROOT/log/colcon_build_test_interfaces.txt" >&2; exit 1; }
+    --event-handlers console_direct- summary- > "$LOGS/colcon_build_test_interfaces.txt" 2>&1 \
+    || { tail -n 40 "$LOGS/colcon_build_test_interfaces.txt" >&2; exit 1; }
 ) || fail "building the test-only interfaces failed (log/colcon_build_test_interfaces.txt)"
 
 # The real ROS 2 `launch`/`launch_ros`/`launch_testing` (not on PyPI) from the team's vendored sources,
@@ -149,7 +181,9 @@ STEP="colcon build (test-only interfaces)"
 # skip with that reason; where ../shared is present (CI) a failure here stops the setup.
 STEP="ros2 launch libraries (../shared/tools/install_ros2_launch.sh)"
 LAUNCH_TOOL="$ROOT/../shared/tools/install_ros2_launch.sh"
-if [ -f "$LAUNCH_TOOL" ]; then
+if [ "$FLAVOR" != kilted ]; then
+  say "skipped ros2 launch libraries for $FLAVOR (the launch tests run in the default environment)"
+elif [ -f "$LAUNCH_TOOL" ]; then
   say "installing ros2 launch from ../shared/vendor/ros2 into the venv (+ composition_interfaces in install_launch/)"
   last="$(bash "$LAUNCH_TOOL" "$VENV" "$ROOT/install_launch" | tail -n 1)"
   say "$last"
@@ -161,37 +195,44 @@ fi
 
 # ---------------------------------------------------------------- 5. the activation file
 STEP="write activate.sh"
-INSTALL_SITE="$ROOT/install/lib/python$PYVER/site-packages"
-cat > "$ROOT/activate.sh" <<EOF
+INSTALL_SITE="$INSTALL/lib/python$PYVER/site-packages"
+cat > "$ACTIVATE" <<EOF
 # Generated by scripts/setup_env.sh: source it to use emu_ros from this checkout.
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:\$PATH"
 export PYTHONPATH="$INSTALL_SITE\${PYTHONPATH:+:\$PYTHONPATH}"
-export LD_LIBRARY_PATH="$ROOT/install/lib:$ROS_LD"
-export AMENT_PREFIX_PATH="$ROOT/install:$VENV"
-export CMAKE_PREFIX_PATH="$ROOT/install:$VENV"
+export LD_LIBRARY_PATH="$INSTALL/lib:$ROS_LD"
+export AMENT_PREFIX_PATH="$INSTALL:$VENV"
+export CMAKE_PREFIX_PATH="$INSTALL:$VENV"
 export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 export RMW_IMPLEMENTATION="\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export MUJOCO_GL="\${MUJOCO_GL:-egl}"
-# ros2 launch libraries (only where ../shared provided them)
-if [ -f "$ROOT/install_launch/env.sh" ]; then . "$ROOT/install_launch/env.sh"; fi
 EOF
+if [ "$FLAVOR" = kilted ]; then
+  { echo "# ros2 launch libraries (only where ../shared provided them)"
+    echo "if [ -f \"$ROOT/install_launch/env.sh\" ]; then . \"$ROOT/install_launch/env.sh\"; fi"; } >> "$ACTIVATE"
+fi
 
 # ---------------------------------------------------------------- 6. smoke check, then mark ready
 STEP="smoke check"
 (
   # shellcheck disable=SC1091
-  . "$ROOT/activate.sh"
+  . "$ACTIVATE"
   cd "$ROOT"
-  python - <<'PYEOF'
+  EMU_ROS_WITH_TORCH="$WITH_TORCH" python - <<'PYEOF'
 from emu_ros.action import ExecuteTask, GeneratePlan
 from emu_ros.msg import Plan, PlanStep, StepRecord
 from emu_ros.srv import ReviewPlan
 import emu_ros.core.types, emu_ros.core.protocols
-import rclpy, torch, mujoco
-print(f"[setup_env] ok: rclpy {rclpy.get_rmw_implementation_identifier() if hasattr(rclpy, 'get_rmw_implementation_identifier') else ''}, torch {torch.__version__}, mujoco {mujoco.__version__}")
+import os
+import rclpy, mujoco
+torch = "not installed (no CPU wheel for this Python)"
+if os.environ.get("EMU_ROS_WITH_TORCH") == "1":
+    import torch as _torch
+    torch = _torch.__version__
+print(f"[setup_env] ok: rclpy {rclpy.get_rmw_implementation_identifier() if hasattr(rclpy, 'get_rmw_implementation_identifier') else ''}, torch {torch}, mujoco {mujoco.__version__}")
 PYEOF
 ) || fail "the built environment does not import (see above)"
 touch "$READY"
-say "environment ready: source $ROOT/activate.sh"
+say "environment ready ($FLAVOR): source $ACTIVATE"

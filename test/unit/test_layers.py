@@ -156,6 +156,8 @@ def test_checker_sees_a_violation(tmp_path):
 ])
 def test_importing_a_layer_loads_nothing_above_it(package, forbidden):
     """What really gets imported at run time (a fresh interpreter), not only what the source says."""
+    if package == "emu_ros.model":
+        pytest.importorskip("torch", reason="emu_ros.model is the torch runtime")
     code = (f"import sys, {package}; "
             f"print('\\n'.join(m for m in sys.modules if m.startswith({forbidden!r})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -173,7 +173,10 @@ class Emu35WorldModel:
         """The official task settings with user overrides (e.g. max_new_tokens, seed, cfg_scale)."""
         try:
             from emu_ros.model import task_config
-        except ImportError:
+        except ImportError as e:
+            if overrides:  # settings that cannot be checked or applied are an error, not silently dropped
+                raise Emu35Unavailable(f"generation settings {sorted(overrides)} need the Emu3.5 runtime, which "
+                                       f"cannot be imported ({e}); install torch or the model extra") from e
             return None
         try:
             from emu_ros.model.generation import GenerationConfig
