@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -104,9 +105,10 @@ def main(argv=None) -> int:
     profile = load_profile(args.profile)
     rclpy.init()
     node = Node("emu_calibrate_gripper")
-    executor = rclpy.executors.SingleThreadedExecutor()
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     try:
         print(calibrate(node, profile, args.gripper, args.seconds, topic=args.topic))
         return 0
@@ -115,5 +117,6 @@ def main(argv=None) -> int:
         return 1
     finally:
         executor.shutdown()
+        spinner.join(5.0)  # never exit with the spin thread inside rcl (the process would abort)
         node.destroy_node()
         rclpy.try_shutdown()
