@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,18 @@ def env_for(offset: int) -> dict:
 
 
 def start(env: dict, *args: str) -> subprocess.Popen:
-    # its own process group: if the launch has to be killed, its nodes go with it (never orphans)
-    return subprocess.Popen([sys.executable, str(RUNNER), "emu_ros", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    """The launch in its own process group (if it has to be killed, its nodes go with it), its output
+    to a file: a pipe nobody reads while the probe runs fills up and blocks the launch mid-write."""
+    out = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, str(RUNNER), "emu_ros", *args], cwd=REPO, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.output_file = out
+    return proc
+
+
+def output_of(proc: subprocess.Popen) -> str:
+    proc.output_file.seek(0)
+    return proc.output_file.read()
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 90.0) -> str:
@@ -38,11 +48,12 @@ def interrupt(proc: subprocess.Popen, timeout: float = 90.0) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        out = output_of(proc)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the launch and every node it started
-        out, _ = proc.communicate()
-        out += "\n[test] launch did not exit within the timeout after SIGINT"
+        proc.wait()
+        out = output_of(proc) + "\n[test] launch did not exit within the timeout after SIGINT"
     else:
         try:  # the launch exited: nothing it started may outlive it
             os.killpg(proc.pid, 0)
@@ -173,7 +184,8 @@ def test_emu_ros_launch_refuses_the_simulated_profile_before_starting_anything()
     env = env_for(115)
     proc = start(env, "emu_ros.launch.py", "profile:=sim_aloha")
     try:
-        log, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        log = output_of(proc)
     except subprocess.TimeoutExpired:
         log = interrupt(proc)
         pytest.fail(f"the launch kept running with profile:=sim_aloha: {log[-3000:]}")

@@ -43,19 +43,25 @@ def test_emu_ros_run_serves_execute_task_to_the_client(tmp_path):
     # A DDS domain of their own: nodes of other tests in this pytest process must not answer for them.
     domain = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 101) % 232
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), ROS_DOMAIN_ID=str(domain))
+    # The server's output goes to a file: a pipe nobody reads while the client runs fills up and
+    # blocks the server mid-write (it then answers nothing).
+    log = (tmp_path / "server.log").open("w+")
     server = subprocess.Popen([sys.executable, "-m", "emu_ros.cli", "run", "--profile", "sim_aloha",
                                "--sim-fault", "missed_grasp", "--sim-out", str(tmp_path / "sim")],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         client = subprocess.run([sys.executable, "-c", CLIENT], cwd=REPO, env=env, capture_output=True, text=True,
                                 timeout=300)
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            server_out, _ = server.communicate(timeout=30)
+            server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-            server_out, _ = server.communicate()
+            server.wait()
+        log.seek(0)
+        server_out = log.read()
+        log.close()
     lines = [ln for ln in client.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, client.stdout[-2000:] + client.stderr[-2000:] + server_out[-2000:]
     out = json.loads(lines[-1][len("RESULT "):])
