@@ -6,6 +6,7 @@ share/launch through launch.LaunchService, which handles SIGINT/SIGTERM like `ro
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from ament_index_python.packages import get_package_share_directory
@@ -15,6 +16,10 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 
 
 def main(argv: list) -> int:
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: a launch started
+    # from one (CI scripts, `nohup ... &`) would never see Ctrl-C. Take SIGINT back, as a terminal's
+    # `ros2 launch` has it, so LaunchService's handler can shut the launch down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     package, file, *rest = argv
     path = os.path.join(get_package_share_directory(package), "launch", file)
     arguments = [tuple(a.split(":=", 1)) for a in rest]

@@ -41,7 +41,8 @@ print("RESULT " + json.dumps(out))
 
 def test_emu_ros_run_serves_execute_task_to_the_client(tmp_path):
     # A DDS domain of their own: nodes of other tests in this pytest process must not answer for them.
-    domain = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 101) % 232
+    # (kept in 0..101: higher IDs put Fast DDS's ports in the ephemeral range, see test/launch)
+    domain = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 51) % 102
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), ROS_DOMAIN_ID=str(domain))
     # The server's output goes to a file: a pipe nobody reads while the client runs fills up and
     # blocks the server mid-write (it then answers nothing).
