@@ -66,7 +66,10 @@ class JointRecorder:
                 if i < len(msg.position):
                     self._values.append(float(msg.position[i]))
 
-    def record(self, seconds: float) -> np.ndarray:
+    def record(self, seconds: float, settle_s: float = 0.3) -> np.ndarray:
+        """Readings over `seconds`, after `settle_s` whose readings are dropped: messages already queued
+        (sensor QoS keeps a few) or a gripper still coming to rest would report the previous position."""
+        time.sleep(settle_s)
         with self._lock:
             self._values = []
         time.sleep(seconds)
