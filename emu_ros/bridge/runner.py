@@ -289,10 +289,9 @@ class TaskRunner:
                 if outcome.status is OutcomeStatus.CANCELED:
                     raise Cancelled(run.token.reason or outcome.reason or "canceled")
                 # FAILED or UNFINISHED, retries spent (or not retryable): re-plan or give up.
-                if not cfg.max_replans or run.replans >= cfg.max_replans:
-                    budget = ("re-planning is off (max_replans=0)" if not cfg.max_replans
-                              else f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)")
-                    raise _Abort(f"step {step.index + 1} \"{step.text}\" {outcome.status.value}: {outcome.reason} — {budget}")
+                spent = self._replans_spent(run)
+                if spent:
+                    raise _Abort(f"step {step.index + 1} \"{step.text}\" {outcome.status.value}: {outcome.reason} — {spent}")
                 run.source.stop()  # a plan still streaming is superseded
                 run.replans += 1
                 run.source = self._plan_source(run, reason=f"step \"{step.text}\" {outcome.status.value}: "
@@ -433,14 +432,22 @@ class TaskRunner:
             if review.approved:
                 break
             why = f"the operator rejected the plan: {review.reason or 'no reason given'}"
-            cfg = self.config
-            if not cfg.max_replans or run.replans >= cfg.max_replans:
-                raise _Abort(f"{why} — " + ("re-planning is off (max_replans=0)" if not cfg.max_replans else
-                                            f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)"))
+            spent = self._replans_spent(run)
+            if spent:
+                raise _Abort(f"{why} — {spent}")
             run.replans += 1
             run.history.append(HistoryEntry(text="the proposed plan", status=OutcomeStatus.UNFINISHED, reason=why))
             plan = self._request_plan(run, why, continuation=False)
         return plan
+
+    def _replans_spent(self, run: "_Run") -> str:
+        """Why no re-plan is left ("" while one is)."""
+        cfg = self.config
+        if not cfg.max_replans:
+            return "re-planning is off (max_replans=0)"
+        if run.replans >= cfg.max_replans:
+            return f"re-plan budget exhausted ({run.replans}/{cfg.max_replans} re-plans used)"
+        return ""
 
     def _review(self, run: "_Run", plan: Plan) -> Review:
         self._emit(run, EventType.AWAITING_APPROVAL, plan=plan,

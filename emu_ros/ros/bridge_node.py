@@ -21,7 +21,7 @@ from emu_ros.action import ExecuteTask
 from emu_ros.srv import ReviewPlan
 from emu_ros.bridge.monitor import StepMonitor
 from emu_ros.core.profile import load_profile
-from emu_ros.bridge.runner import GUIDANCE_MODES, EventType, RunnerConfig, RunnerEvent, TaskRunner
+from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunner
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.skills import ProfileSkillExecutor
 from emu_ros.core.types import CancelToken
@@ -73,8 +73,7 @@ class BridgeNode(Node):
         declare(self, "approval_timeout_s", 300.0, "With ExecuteTask.require_approval: how long a plan waits on "
                 "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
                 float_range=(1.0, 86400.0))
-        if param(self, "guidance_mode") not in GUIDANCE_MODES:
-            raise ValueError(f"guidance_mode must be one of {GUIDANCE_MODES}, got {param(self, 'guidance_mode')!r}")
+        RunnerConfig(guidance_mode=param(self, "guidance_mode"))  # a bad mode stops the node at start, not a goal
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
         # Cameras are pulled, not spun: their messages wait in the reader (keep-last 1) until the hub
