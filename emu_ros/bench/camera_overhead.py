@@ -11,7 +11,7 @@ is measured:
 
 - `pull` — the nodes' intake today (`camera_intake.subscribe_cameras`): subscriptions no executor
   runs; the CameraHub takes the newest message per camera when an observation is requested.
-- `callback` — the previous one: a MutuallyExclusive-group callback keeps a reference (`feed_hub`),
+- `callback` — the previous one: a MutuallyExclusive-group callback keeps a reference (`update_raw`),
   the hub converts at observe.
 - `eager` — the first one: every frame converted to numpy in its callback.
 
@@ -129,17 +129,16 @@ class Intake:
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from sensor_msgs.msg import Image
 
-        from emu_ros.core.camera_hub import CameraHub
         from emu_ros.core.profile import CameraSpec
-        from emu_ros.ros.camera_intake import CAMERA_QOS, colour_image, subscribe_cameras
+        from emu_ros.ros.camera_intake import CAMERA_QOS, camera_converter, node_camera_hub, subscribe_cameras
 
         self.mode, self.node, self.names, self.clock_ns = mode, node, list(names), clock_ns
-        self.hub = CameraHub(names, max_age_s=1.0, stamp_clock=lambda: clock_ns() * 1e-9)
-        self.converter = functools.partial(colour_image, stride=downsample) if downsample > 1 else colour_image
+        specs = [CameraSpec(name=n, topic=topic(n), downsample=downsample) for n in names]  # max_age_s 1 s
+        self.hub = node_camera_hub(node, specs, required=names)
+        self.converter = camera_converter(specs[0])
         self.lock = threading.Lock()
         self.callback_ms, self.latency, self.dropped = [], [], []  # latency: (t_monotonic, stamp -> callback ms)
         if mode == "pull":
-            specs = [CameraSpec(name=n, topic=topic(n), downsample=downsample) for n in names]
             self.subs = subscribe_cameras(node, self.hub, specs)
         elif mode in ("callback", "eager"):
             group = MutuallyExclusiveCallbackGroup()
@@ -171,22 +170,27 @@ class Intake:
         """Frames this intake handled per camera since `reset` (received by callbacks / taken by pulls)."""
         return {st.camera: st.received - self.base.get(st.camera, 0) for st in self.hub.status()}
 
-    def warning(self, msg, **_kw) -> None:  # logger stand-in: feed_hub reports dropped frames here
+    def dropped_frame(self, why: str) -> None:
         with self.lock:
-            self.dropped.append(str(msg))
+            self.dropped.append(why)
 
     def _callback(self, cam, msg) -> None:
-        from emu_ros.ros.camera_intake import feed_hub
         from emu_ros.ros.conversions import from_time
 
         t0 = time.perf_counter()
-        if self.mode == "eager":
+        if self.mode == "eager":  # the first intake: decode every frame in its callback
             try:
                 self.hub.update(cam, self.converter(msg), from_time(msg.header.stamp))
             except ValueError as e:
-                self.warning(f"dropped frame from {cam}: {e}")
-        else:
-            feed_hub(self.hub, cam, msg, self, self.converter)
+                self.dropped_frame(f"dropped frame from {cam}: {e}")
+        else:  # the previous intake: the callback keeps a reference, the hub converts at observe
+            try:
+                stamp = from_time(msg.header.stamp)
+            except (ValueError, AttributeError, TypeError) as e:
+                self.hub.report_error(cam, f"bad header: {e}")
+                self.dropped_frame(f"dropped frame from {cam}: bad header: {e}")
+            else:
+                self.hub.update_raw(cam, msg, stamp, self.converter)
         dt = (time.perf_counter() - t0) * 1e3
         lat = (self.clock_ns() - (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)) / 1e6
         with self.lock:
@@ -296,17 +300,15 @@ def stream(intake: Intake, driver: Driver, step, seconds: float) -> dict:
 
 def plan_publish_ms(node) -> dict:
     """Convert and publish a 7-step Plan with 640x480 step images; reliable + transient local."""
-    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-
     from emu_ros.core.types import Plan, PlanStep
     from emu_ros.msg import Plan as PlanMsg
     from emu_ros.ros.conversions import plan_to_msg
+    from emu_ros.ros.node_utils import LATCHED
 
-    latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-    pub = node.create_publisher(PlanMsg, "/bench/plan", latched)
+    pub = node.create_publisher(PlanMsg, "/bench/plan", LATCHED)
     got, plan_t = threading.Event(), {}
     node.create_subscription(PlanMsg, "/bench/plan", lambda m: (plan_t.setdefault("t", time.perf_counter()), got.set()),
-                             latched)
+                             LATCHED)
     time.sleep(0.5)
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     plan = Plan(task="bench", plan_id="p", steps=[PlanStep(index=i, text=f"step {i}", image=frame, source="bench")
@@ -321,7 +323,7 @@ def plan_publish_ms(node) -> dict:
 
 def use_dds_profile(choice: str) -> str:
     """Point Fast DDS (this process and the publisher it starts) at a profile; returns what was used."""
-    from emu_ros.ros.dds import FAST_DDS_2_DISTROS, PROFILE_VARS, large_image_profile
+    from emu_ros.ros.dds import PROFILE_VARS, large_image_profile, set_profile
 
     for n in PROFILE_VARS:
         os.environ.pop(n, None)
@@ -330,9 +332,7 @@ def use_dds_profile(choice: str) -> str:
     choice = str(large_image_profile()) if choice == "shipped" else choice
     if not os.path.isfile(choice):
         raise SystemExit(f"--dds-profile: no such file {choice}")
-    os.environ[PROFILE_VARS[0]] = choice
-    if os.environ.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS:
-        os.environ[PROFILE_VARS[1]] = choice
+    set_profile(choice)
     return choice
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
@@ -46,20 +46,9 @@ def colour_image(msg, stride: int = 1):
     return arr
 
 
-def feed_hub(hub: CameraHub, camera: str, msg, logger, converter: Callable = colour_image) -> None:
-    """A camera subscription's callback body: O(1) — keep a reference to the message in the CameraHub.
-
-    Decoding happens only when a planner observes (CameraHub.update_raw/observe), once per message.
-    A bad frame (encoding, size, a depth image on a colour topic, an absurd header) is dropped with its
-    reason at conversion time; the hub reports it by camera name. Nothing here raises into the executor.
-    """
-    try:
-        stamp = from_time(msg.header.stamp)
-    except (ValueError, AttributeError, TypeError) as e:
-        hub.report_error(camera, f"bad header: {e}")
-        logger.warning(f"dropped frame from {camera}: bad header: {e}", throttle_duration_sec=5.0)
-        return
-    hub.update_raw(camera, msg, stamp, converter)
+def camera_converter(cam: CameraSpec):
+    """The converter the hub runs for `cam`'s messages: RGB, downsampled by the profile's `downsample`."""
+    return functools.partial(colour_image, stride=cam.downsample) if cam.downsample > 1 else colour_image
 
 
 def node_camera_hub(node, cameras: Iterable[CameraSpec], required: Iterable[str]) -> CameraHub:
@@ -83,7 +72,7 @@ class PulledGroup(CallbackGroup):
         return False
 
     def ending_execution(self, entity) -> None:
-        pass
+        """Never reached: no execution of these entities ever begins."""
 
 
 def _never_called(msg) -> None:
@@ -126,8 +115,7 @@ def subscribe_cameras(node, hub: CameraHub, cameras: Iterable[CameraSpec]) -> li
     group = PulledGroup()
     subs = []
     for cam in cameras:
-        converter = functools.partial(colour_image, stride=cam.downsample) if cam.downsample > 1 else colour_image
         sub = node.create_subscription(Image, cam.topic, _never_called, CAMERA_QOS, callback_group=group)
-        hub.add_source(cam.name, functools.partial(take_latest, node, sub, cam.name, hub), converter)
+        hub.add_source(cam.name, functools.partial(take_latest, node, sub, cam.name, hub), camera_converter(cam))
         subs.append(sub)
     return subs

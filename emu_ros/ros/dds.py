@@ -25,6 +25,13 @@ def large_image_profile() -> Path:
     return config_dir() / "dds" / "fastdds_large_images.xml"
 
 
+def set_profile(path: str, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Point Fast DDS at `path` under the variable name(s) this ROS distro's Fast DDS reads."""
+    environ[PROFILE_VARS[0]] = str(path)
+    if environ.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS:
+        environ[PROFILE_VARS[1]] = str(path)
+
+
 def use_large_image_profile(environ: MutableMapping[str, str] = os.environ) -> str:
     """Call before rclpy.init: use the shipped profile unless one is chosen or another RMW runs.
 
@@ -40,8 +47,6 @@ def use_large_image_profile(environ: MutableMapping[str, str] = os.environ) -> s
     if not path.is_file():
         return (f"Fast DDS large-image profile missing ({path}): images over 512 KiB go over UDP and may be "
                 f"lost; reinstall the package or export FASTDDS_DEFAULT_PROFILES_FILE")
-    environ[PROFILE_VARS[0]] = str(path)
-    if environ.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS:
-        environ[PROFILE_VARS[1]] = str(path)
+    set_profile(str(path), environ)
     return (f"Fast DDS profile {path} (16 MiB shared memory, so camera and step images are not fragmented "
             f"over UDP); export FASTDDS_DEFAULT_PROFILES_FILE to choose another")

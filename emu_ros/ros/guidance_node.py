@@ -24,7 +24,6 @@ import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import MarkerArray
 
@@ -42,9 +41,7 @@ from emu_ros.ros.conversions import (history_from_msgs, observation_images_from_
                                      plan_to_msg, step_to_msg)
 from emu_ros.ros.image_conversion import ImageConversionError, numpy_to_image
 from emu_ros.ros.log_routing import LogRoute
-from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
-
-LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, LATCHED, declare, in_thread, param, spin_nodes
 
 
 class _GoalImages:

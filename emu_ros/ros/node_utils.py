@@ -8,13 +8,16 @@ from typing import Any, Callable, Optional, Sequence
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.task import Future
 
 
 #: Goal/cancel service queues deep enough that a burst of goals is answered (rejected) rather than
 #: silently dropped by DDS (the default service depth is 10).
 GOAL_SERVICE_QOS = QoSProfile(depth=256, reliability=QoSReliabilityPolicy.RELIABLE)
+#: Plans, step images and markers: reliable + transient local, so a late subscriber (rviz, a review
+#: UI) still gets the latest one.
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False,

@@ -15,16 +15,13 @@ import threading
 import time
 from typing import Optional
 
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
 from emu_ros.core.protocols import Review, ReviewTimeout
 from emu_ros.core.types import Cancelled, CancelToken, Plan
 from emu_ros.msg import Plan as PlanMsg
 from emu_ros.ros.conversions import plan_markers, plan_to_msg
-
-#: The plan under review stays available to a review UI that connects late.
-LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+from emu_ros.ros.node_utils import LATCHED  # a review UI that connects late still gets the plan
 
 
 class RosPlanReviewer:

@@ -295,7 +295,7 @@ def test_approval_reject_then_approve_and_no_motion_before_approval(system, spin
     """require_approval: the first plan is rejected with a reason, the second approved; the arm moves
     only after the approval, and the reviewer sees each plan (with its steps) on ~/pending_plan."""
     from emu_ros.msg import Plan as PlanMsg
-    from emu_ros.ros.plan_review import LATCHED
+    from emu_ros.ros.node_utils import LATCHED
     from emu_ros.srv import ReviewPlan
 
     robot, bridge, send = system()
