@@ -111,11 +111,10 @@ def default_device() -> str:
     """cuda when torch sees a GPU, else cpu (said on stderr: a 34B model on cpu is a long wait)."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
     except ImportError:
-        pass
+        torch = None  # the model path will name what is missing; the device is cpu either way
+    if torch is not None and torch.cuda.is_available():
+        return "cuda"
     print("[demo] no CUDA device: the model runs on cpu", file=sys.stderr)
     return "cpu"
 

@@ -53,7 +53,7 @@ class ReadyPlan:
         return len(self._plan.steps)
 
     def stop(self) -> None:
-        pass
+        """Nothing to stop: a ready plan has no generation running behind it."""
 
 
 class PlanStream:
