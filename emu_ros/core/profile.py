@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from emu_ros.core.kinematics import ChainSpec, JointSpec
+from emu_ros.core.perception_spec import ObjectSpec, PerceptionSpec
 
 ADAPTER_KINDS = ("follow_joint_trajectory", "interbotix", "aimdk", "sim")
 
@@ -34,8 +35,23 @@ class CameraSpec:
     #: Keep every n-th row/column when the frame is decoded (1 = full size). The model resizes to its
     #: own image area anyway; downsampling at intake means the frame is never copied at full size.
     downsample: int = 1
+    #: Aligned depth (REP 118: 32FC1 m or 16UC1 mm) and the colour stream's CameraInfo, for camera
+    #: perception; RealSense: /cam_*/camera/aligned_depth_to_color/image_raw, /cam_*/camera/color/camera_info.
+    depth_topic: str = ""
+    info_topic: str = ""
+    #: Where the camera's optical frame is in the base frame: {xyz: [m], rpy: [rad]} or {xyz, quat_xyzw}
+    #: (`emu-ros calibrate-camera` prints it). Needed for camera perception; a fixed mount only.
+    to_base: Optional[Mapping] = None
 
     def __post_init__(self):
+        if self.to_base is not None:
+            tb = self.to_base
+            if not isinstance(tb, Mapping) or set(tb) not in ({"xyz", "rpy"}, {"xyz", "quat_xyzw"}):
+                raise ValueError(f"camera {self.name!r}: to_base must be {{xyz: [x, y, z], rpy: [r, p, y]}} "
+                                 f"or {{xyz, quat_xyzw}}, got {tb!r}")
+            rot = "rpy" if "rpy" in tb else "quat_xyzw"
+            _floats(tb["xyz"], 3, f"camera {self.name!r}.to_base.xyz")
+            _floats(tb[rot], 3 if rot == "rpy" else 4, f"camera {self.name!r}.to_base.{rot}")
         if not isinstance(self.downsample, int) or isinstance(self.downsample, bool) or self.downsample < 1:
             raise ValueError(f"camera {self.name!r}: downsample must be an integer >= 1, got {self.downsample!r}")
         if not float(self.max_age_s) > 0:
@@ -151,6 +167,8 @@ class RobotProfile:
     frame_id: str = "world"
     description: str = ""
     source_path: str = ""
+    #: camera perception settings and the scene's objects; None = the profile declares none
+    perception: Optional[PerceptionSpec] = None
 
     def camera(self, name: str) -> CameraSpec:
         for c in self.cameras:
@@ -293,10 +311,28 @@ def parse_profile(data: Mapping, source: str = "<dict>") -> RobotProfile:
     if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
         raise ProfileError(f"{source}.visual_check.roi: {visual.roi} must be fractions with x0<x1, y0<y1")
     tol = _build(Tolerances, data.get("tolerances") or {}, source + ".tolerances")
+    perception = _parse_perception(data.get("perception"), cams, source + ".perception")
     return RobotProfile(name=name, adapter=kind, adapter_settings={k: v for k, v in adapter.items() if k != "kind"},
                         cameras=cams, arms=tuple(arms), grippers=grippers, tolerances=tol, visual_check=visual,
                         frame_id=str(data.get("frame_id", "world")), description=str(data.get("description", "")),
-                        source_path=source)
+                        source_path=source, perception=perception)
+
+
+def _parse_perception(data: Optional[Mapping], cams: tuple, where: str) -> Optional[PerceptionSpec]:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: must be a mapping, got {type(data).__name__}")
+    objs = data.get("objects") or {}
+    if not isinstance(objs, Mapping):
+        raise ProfileError(f"{where}.objects: must map object names to their description")
+    objects = tuple(_build(ObjectSpec, dict(o or {}), f"{where}.objects.{name}", name=str(name))
+                    for name, o in objs.items())
+    spec = _build(PerceptionSpec, {k: v for k, v in data.items() if k != "objects"}, where, objects=objects)
+    unknown = [c for c in spec.cameras if c not in {c.name for c in cams}]
+    if unknown:
+        raise ProfileError(f"{where}.cameras: {unknown} are not declared cameras ({[c.name for c in cams]})")
+    return spec
 
 
 def load_profile(name_or_path: str) -> RobotProfile:

@@ -110,9 +110,24 @@ class ObjectEstimate:
     source: str = ""
 
 
+class PerceptionError(RuntimeError):
+    """`locate` could not give a position it trusts: the object is out of view, its depth is missing,
+    the estimate's confidence is below the profile's minimum, or the camera is unavailable. The
+    message says which (camera, object, confidence); `code` is the skill failure code. Skills turn it
+    into a step failure that re-plans; they never fall back to a guess."""
+
+    def __init__(self, message: str, code: str = "object_not_found"):
+        super().__init__(message)
+        self.code = code
+
+
 @runtime_checkable
 class Perception(Protocol):
-    """Object positions for skills. `ground_truth` is True only for the simulator oracle (labelled so)."""
+    """Object positions for skills. `ground_truth` is True only for the simulator oracle (labelled so).
+
+    `locate` returns None for an object it has never heard of and raises PerceptionError when it
+    knows the object but cannot see it well enough.
+    """
 
     name: str
     ground_truth: bool

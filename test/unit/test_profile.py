@@ -64,6 +64,16 @@ def sim_dict():
      r"grippers\[0\]: gripper 'left_gripper': empty_below 1.5 is outside the joint's range \[0.0, 1.0\]"),
     (lambda d: d["grippers"][0].update(closed_position=0.02, open_position=0.02), "both 0.02"),
     (lambda d: d["grippers"][0].update(empty_below=0.95, closed_above=0.9), "empty_below must be closer"),
+    (lambda d: d["perception"].update(detector="yolo"), r"perception: detector 'yolo' is not one of"),
+    (lambda d: d["perception"].update(cameras=["cam_top"]), r"perception.cameras: \['cam_top'\] are not declared"),
+    (lambda d: d["perception"].update(min_confidence=1.5), "min_confidence must be in"),
+    (lambda d: d["perception"]["objects"]["box"].pop("colour"), r"detector colour needs objects\[\].colour"),
+    (lambda d: d["perception"]["objects"]["box"].update(size=[0.04, 0.04]), r"objects.box: object 'box': size"),
+    (lambda d: d["perception"]["objects"]["box"].update(hue=3), r"objects.box: unknown field\(s\) \['hue'\]"),
+    (lambda d: d["perception"].update(detector="owlv2"), "owlv2 needs detector_dir"),
+    (lambda d: d["perception"].update(detector="aruco"), r"aruco needs objects\[\].marker_id"),
+    (lambda d: d["cameras"][0].update(to_base={"xyz": [0, 0, 1]}), "to_base must be"),
+    (lambda d: d["cameras"][0].update(to_base={"xyz": [0, 0], "rpy": [0, 0, 0]}), r"to_base.xyz: expected 3 numbers"),
 ])
 def test_profile_errors_name_file_and_field(sim_dict, mutate, match):
     data = copy.deepcopy(sim_dict)
