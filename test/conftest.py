@@ -14,3 +14,5 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# test/helpers: data builders shared by test directories (synthetic RGB-D scenes, marker images)
+sys.path.insert(0, str(ROOT / "test" / "helpers"))
