@@ -37,7 +37,7 @@ from emu_ros.bridge.skills_gripper import GripperSkills
 from emu_ros.bridge.skills_pick_place import PickPlaceSkills
 from emu_ros.core.kinematics import SerialChain
 from emu_ros.core.profile import ArmSpec, RobotProfile
-from emu_ros.core.protocols import Perception, RobotAdapter, SkillCall, SkillExecution
+from emu_ros.core.protocols import ObjectEstimate, Perception, PerceptionError, RobotAdapter, SkillCall, SkillExecution
 from emu_ros.core.types import CancelToken
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSk
         self.chains = {a.name: SerialChain(a.chain) for a in profile.arms if a.chain is not None}
         #: gripper -> object it was last seen closing on (robot-side belief, cleared on release/open)
         self.holding: dict = {}
+        #: why there is no perception (said in the no_perception failure)
+        self.no_perception_reason = ""
 
     # ================================================================== entry point
     def execute(self, call: SkillCall, cancel: Optional[CancelToken] = None) -> SkillExecution:
@@ -88,6 +90,9 @@ class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSk
         except SkillError as e:
             ex.error, ex.error_code = str(e), e.code
             log.warning("skill %s failed: %s", skill, e)
+        except PerceptionError as e:  # the object is not seen well enough: fail the step, never guess
+            ex.error, ex.error_code = f"perception {self.perception.name!r}: {e}", e.code
+            log.warning("skill %s failed: %s", skill, ex.error)
         return ex
 
     def reset(self) -> None:
@@ -110,7 +115,7 @@ class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSk
 
     def _arm(self, call: SkillCall) -> ArmSpec:
         if not call.arm and call.obj and self.perception is not None:
-            est = self.perception.locate(call.obj)  # no arm named: the arm holding the object
+            est = self.measure(call.obj, "to find the arm holding it")  # no arm named: the arm holding the object
             for a in self.profile.arms:
                 if est is not None and a.gripper and self.holding.get(a.gripper) == est.name and a.name in self.chains:
                     return a
@@ -131,11 +136,23 @@ class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSk
         if not obj:
             raise SkillError(f"the step names no {what}", "no_object")
         if self.perception is None:
-            raise SkillError(f"no perception to locate {obj!r}", "no_perception")
+            why = f": {self.no_perception_reason}" if self.no_perception_reason else ""
+            raise SkillError(f"no perception to locate {obj!r}{why}", "no_perception")
         est = self.perception.locate(obj)
         if est is None:
             raise SkillError(f"{what} {obj!r} not found by perception {self.perception.name!r}", "object_not_found")
         return np.asarray(est.position, float), float(est.yaw), est.name
+
+    def measure(self, obj: str, why: str) -> Optional[ObjectEstimate]:
+        """An optional measurement (the held object's offset in the hand): None, logged, when
+        perception cannot give it; the caller then goes on without it, as it says."""
+        if self.perception is None:
+            return None
+        try:
+            return self.perception.locate(obj)
+        except PerceptionError as e:
+            log.info("no measurement of %r %s: %s", obj, why, e)
+            return None
 
     def _location(self, call: SkillCall, loc: Optional[str]) -> Optional[np.ndarray]:
         """A named place (task `locations`, built-in handover/meet point) or an object used as a location."""

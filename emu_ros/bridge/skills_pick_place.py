@@ -119,11 +119,10 @@ class PickPlaceSkills:
             if keep:
                 x = R0[:, 0]
             R1 = frame(x, R0[:, 1])
-            offset = np.zeros(3)
-            if body and self.perception is not None:
-                est = self.perception.locate(body)
-                if est is not None:  # object position in the tool frame, measured now
-                    offset = R0.T @ (np.asarray(est.position, float) - p0)
+            offset = np.zeros(3)  # unmeasured: the object is taken to sit at the tool centre
+            est = self.measure(body, "in the hand (transport pose)") if body else None
+            if est is not None:  # object position in the tool frame, measured now
+                offset = R0.T @ (np.asarray(est.position, float) - p0)
             p1 = target - R1 @ offset
             qa = pts[-1][0]
             q1, R1 = self._solve(arm, p1, [R1, frame(x, -R0[:, 1])], qa, "transport pose")
@@ -142,11 +141,10 @@ class PickPlaceSkills:
             raise SkillError(f"place: step {call.text!r} names no location", "no_location")
         q0 = self._q(arm)
         p0, R0 = self._tool(arm, q0)
-        offset = np.zeros(3)
-        if body and self.perception is not None:
-            est = self.perception.locate(body)
-            if est is not None:
-                offset = R0.T @ (np.asarray(est.position, float) - p0)
+        offset = np.zeros(3)  # unmeasured: the object is taken to sit at the tool centre
+        est = self.measure(body, "in the hand (place)") if body else None
+        if est is not None:
+            offset = R0.T @ (np.asarray(est.position, float) - p0)
         R = frame([0.0, 0.0, -1.0], R0[:, 1]) if call.params.get("topdown", True) else R0
         goal_obj = target + np.array([0.0, 0.0, float(self.param(call, "place_height", body))])
         goal_obj = goal_obj + np.asarray(self.param(call, "place_offset", body) or (0, 0, 0), float)
