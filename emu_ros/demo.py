@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fault", default="missed_grasp", choices=["none", "missed_grasp", "slip", "abort", "camera_dropout"])
+    p.add_argument("--perception", default="oracle", choices=["oracle", "camera"],
+                   help="object poses: the labelled ground-truth oracle, or camera perception on rendered RGB-D frames")
     p.add_argument("--max-replans", type=int, default=3)
     p.add_argument("--out", default=None, help="output folder (default: ./emu_ros_demo/<time>)")
     p.add_argument("--no-ros", action="store_true", help="run the core TaskRunner directly, without rclpy")
@@ -252,11 +254,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from emu_ros.sim.scoring import score
 
     backend = "Emu3.5 weights from " + args.model_dir if args.model_dir else "SCRIPTED REFERENCE planner (labelled; not the world model)"
-    print(f"[demo] task {args.task}, seed {args.seed}, fault {args.fault}, planner: {backend}, "
+    print(f"[demo] task {args.task}, seed {args.seed}, fault {args.fault}, planner: {backend}, object poses: "
+          f"{'camera perception (rendered RGB-D)' if args.perception == 'camera' else 'GROUND-TRUTH ORACLE (labelled)'}, "
           f"path: {'ROS nodes (emu_guidance + emu_bridge)' if use_ros else 'core TaskRunner (no ROS)'}")
     print(f"[demo] output: {out}")
     t0 = time.monotonic()
-    session = SimSession.create(args.task, args.seed, out, fault=args.fault)
+    session = SimSession.create(args.task, args.seed, out, fault=args.fault, perception=args.perception)
     recorder = FrameRecorder(session.world.sim)
     progress = Progress(args.quiet)
     log_root = out / "task_log"

@@ -78,7 +78,8 @@ class SimSession:
 
     @classmethod
     def create(cls, task: str, seed: int, out_dir: Path, fault: str = "none", fault_step=None,
-               realtime_factor: float = 1.0, step_images: bool = True) -> "SimSession":
+               realtime_factor: float = 1.0, step_images: bool = True, perception: str = "oracle") -> "SimSession":
+        """`perception`: "oracle" (labelled ground truth) or "camera" (camera perception on rendered RGB-D)."""
         from emu_ros.guidance.backends.scripted import ScriptedWorldModel
         from emu_ros.sim.episode import SimWorld
         from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
@@ -90,7 +91,7 @@ class SimSession:
             plan_file = write_reference_plan(task, seed, out_dir / "reference_plan")
         else:
             plan_file = task_file(task)
-        world = SimWorld(task, realtime_factor=realtime_factor)
+        world = SimWorld(task, realtime_factor=realtime_factor, perception=perception)
         world.reset(seed)
         steps = ScriptedWorldModel(task_files=[plan_file]).find(tdef.instruction).steps
         calls = [world.mapper.map(s.text).call for s in steps]

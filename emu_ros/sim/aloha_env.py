@@ -110,6 +110,8 @@ class AlohaSim:
         self.action = np.zeros(14)
         self.seed: Optional[int] = None
         self.ticks = 0
+        #: Bumped by every change of the physics state (tick, reset, teleport): a cache key for renders.
+        self.state_version = 0
         self.reward = 0.0
         self.max_reward = 0.0
         self.physics_error = ""
@@ -132,6 +134,7 @@ class AlohaSim:
             q = self.task.get_qpos(self.physics)
             self.action = np.asarray(q, float).copy()
             self.ticks = 0
+            self.state_version += 1
             self.reward = 0.0
             self.max_reward = 0.0
             self.physics_error = ""
@@ -158,6 +161,7 @@ class AlohaSim:
                 log.warning("physics error at tick %d: %s", self.ticks, e)
                 raise
             self.ticks += 1
+            self.state_version += 1
             self.reward = float(ts.reward or 0.0)
             self.max_reward = max(self.max_reward, self.reward)
             for hook in list(self.tick_hooks):
@@ -199,6 +203,7 @@ class AlohaSim:
             vadr = int(self.model.jnt_dofadr[jid])
             self.data.qvel[vadr:vadr + 6] = 0.0
             mujoco.mj_forward(self.model, self.data)
+            self.state_version += 1
 
     def contacts(self) -> set:
         """Set of (geom1, geom2) name pairs in contact now."""
@@ -232,6 +237,28 @@ class AlohaSim:
                 atexit.register(self.close)
                 self._close_registered = True
             return img
+
+    def render_rgbd(self, camera: str, height: Optional[int] = None, width: Optional[int] = None) -> tuple:
+        """(rgb uint8, depth float32 m with NaN beyond the scene, fovy deg, camera position, camera xmat)
+        of one camera at one physics instant: what a calibrated RGB-D camera would report."""
+        mj_cam = CAMERA_MAP.get(camera, camera)
+        h = int(height or self.image_size[0])
+        w = int(width or self.image_size[1])
+        try:
+            cam = self.model.camera(mj_cam)
+        except KeyError:
+            raise CameraUnavailable(f"sim has no camera {camera!r} (known: {sorted(CAMERA_MAP)})") from None
+        with self.lock:
+            pool = self._render_pool()
+            rgb = pool.submit(self.physics.render, height=h, width=w, camera_id=mj_cam,
+                              scene_callback=self._scene_flags).result()
+            depth = pool.submit(self.physics.render, height=h, width=w, camera_id=mj_cam, depth=True).result()
+            pos = self.data.cam_xpos[cam.id].copy()
+            xmat = self.data.cam_xmat[cam.id].reshape(3, 3).copy()
+        depth = np.asarray(depth, np.float32).copy()
+        far = float(self.model.vis.map.zfar * self.model.stat.extent)
+        depth[depth >= 0.99 * far] = np.nan  # nothing there (the sky of the scene), as a sensor's 0
+        return np.ascontiguousarray(rgb), depth, float(self.model.cam_fovy[cam.id]), pos, xmat
 
     def close(self) -> None:
         """Free the rendering context on the render thread and stop that thread (idempotent)."""

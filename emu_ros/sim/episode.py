@@ -29,11 +29,14 @@ from emu_ros.core.types import HistoryEntry, Observation, OutcomeStatus, Plannin
 from emu_ros.sim.adapter import SimRobotAdapter
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
 from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
-from emu_ros.sim.perception import GroundTruthPerception
+from emu_ros.sim.perception import ALIASES, GroundTruthPerception, PerceptionAudit
 from emu_ros.sim.scoring import score
 from emu_ros.sim.tasks import task_def, task_file, write_reference_plan
 
 log = logging.getLogger(__name__)
+
+#: where skills get object poses in a simulated episode
+PERCEPTION_KINDS = ("oracle", "camera")
 
 
 @dataclass
@@ -166,20 +169,38 @@ class SimWorld:
     """Everything one simulated episode needs, built once and reset per seed (saves ~0.5 s per episode)."""
 
     def __init__(self, task: str, profile: str = "sim_aloha", camera_size: tuple = (96, 128),
-                 realtime_factor: float = 0.0, shadows: bool = False):
+                 realtime_factor: float = 0.0, shadows: bool = False, perception: str = "oracle"):
+        """`perception`: "oracle" (labelled ground truth) or "camera" (the profile's camera perception on
+        rendered RGB-D frames, audited against the truth for the accuracy table)."""
         from emu_ros.bridge.skill_mapper import SkillMapper
         from emu_ros.bridge.skills import ProfileSkillExecutor
 
+        if perception not in PERCEPTION_KINDS:
+            raise ValueError(f"perception must be one of {PERCEPTION_KINDS}, got {perception!r}")
         self.task = task
         self.profile = load_profile(profile)
         from emu_ros.sim.adapter import SimAdapterConfig
 
         self.sim = AlohaSim(task, shadows=shadows)
         self.adapter = SimRobotAdapter(self.sim, self.profile, SimAdapterConfig(realtime_factor=realtime_factor))
-        self.perception = GroundTruthPerception(self.sim)
-        self.executor = ProfileSkillExecutor(self.profile, self.adapter, self.perception, task_def(task).skill_params)
         self.images = SimImageSource(self.sim, size=camera_size)
+        self.perception = self._perception(perception)
+        self.executor = ProfileSkillExecutor(self.profile, self.adapter, self.perception, task_def(task).skill_params)
         self.mapper = SkillMapper.load()
+
+    def _perception(self, kind: str):
+        if kind == "oracle":
+            return GroundTruthPerception(self.sim)
+        from emu_ros.perception.camera_perception import CameraPerception
+        from emu_ros.sim.rgbd_source import SimRGBDSource
+
+        spec = self.profile.perception
+        if spec is None:
+            raise ValueError(f"profile {self.profile.name!r} has no perception section for --perception camera")
+        cam = spec.cameras[0]
+        size = (self.profile.camera(cam).height, self.profile.camera(cam).width)
+        source = SimRGBDSource(self.sim, size=size, images=self.images)
+        return PerceptionAudit(CameraPerception(spec, source, present=tuple(ALIASES[self.task])), self.sim)
 
     def reset(self, seed: int, settle_s: float = 0.4) -> None:
         self.sim.reset(seed, settle_s=settle_s)

@@ -1,11 +1,14 @@
 """`emu-ros eval`: headless seeded episodes on the simulated ALOHA, with and without re-planning.
 
     emu-ros eval --task transfer_cube --episodes 50 --fault missed_grasp [--no-replan | --compare]
-                 [--seed 0] [--fault-step N|random] [--json FILE]
+                 [--perception oracle|camera|both] [--seed 0] [--fault-step N|random] [--json FILE]
 
 Prints the success rate (simulator reward, ground truth) with a 95% Wilson interval, mean
 re-plans, mean step executions, mean wall time per episode and the planner backend; with
-`--compare` both modes run on the same seeds and are printed as one table.
+`--compare` both modes run on the same seeds and are printed as one table. `--perception` says
+where skills get object poses: the labelled ground-truth oracle, camera perception on rendered
+RGB-D frames (with its position error against the simulator's truth, per object), or both on the
+same seeds in one table.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from emu_ros.sim.faults import FAULT_KINDS, FaultSpec
@@ -54,6 +57,9 @@ class ModeSummary:
     fault_detected: int
     stopped: dict
     seeds: tuple
+    #: camera perception only: per object position/yaw error against the truth, and refusals by code
+    position_error: dict = field(default_factory=dict)
+    perception_failures: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -63,11 +69,12 @@ class ModeSummary:
 
 
 def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, fault_step=None,
-             progress: bool = True, use_runner: bool = False) -> ModeSummary:
+             progress: bool = True, use_runner: bool = False, perception: str = "oracle") -> ModeSummary:
     """Run `episodes` seeded episodes (seeds seed..seed+episodes-1) and summarise them."""
     from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
+    from emu_ros.sim.perception import PerceptionAudit, error_table
 
-    world = SimWorld(task)
+    world = SimWorld(task, perception=perception)
     results = []
     seeds = list(range(seed, seed + episodes))
     it = seeds
@@ -75,7 +82,7 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
         try:
             from tqdm import tqdm
 
-            it = tqdm(seeds, desc=f"{task} {fault} {'replan' if replan else 'no-replan'}", file=sys.stderr,
+            it = tqdm(seeds, desc=f"{task} {fault} {'replan' if replan else 'no-replan'} {perception}", file=sys.stderr,
                       leave=False)
         except ImportError:  # progress is optional
             pass
@@ -93,6 +100,11 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
     stopped: dict = {}
     for r in results:
         stopped[r.stopped] = stopped.get(r.stopped, 0) + 1
+    errors, failures = {}, {}
+    if isinstance(world.perception, PerceptionAudit):
+        errors = error_table(world.perception.errors)
+        for _, code in world.perception.failures:
+            failures[code] = failures.get(code, 0) + 1
     return ModeSummary(task=task, fault=fault, episodes=n, replan=replan, successes=k, success_rate=k / n if n else 0.0,
                        ci95=wilson_interval(k, n), mean_replans=sum(r.replans for r in results) / max(n, 1),
                        mean_retries=sum(r.retries for r in results) / max(n, 1),
@@ -100,19 +112,36 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
                        mean_episode_s=sum(r.wall_s for r in results) / max(n, 1),
                        backend=results[0].backend if results else "", perception=results[0].perception if results else "",
                        fault_fired=sum(r.fault_fired for r in results),
-                       fault_detected=sum(r.fault_detected for r in results), stopped=stopped, seeds=tuple(seeds))
+                       fault_detected=sum(r.fault_detected for r in results), stopped=stopped, seeds=tuple(seeds),
+                       position_error=errors, perception_failures=failures)
 
 
 def format_table(rows: Sequence[ModeSummary]) -> str:
-    head = (f"{'mode':<11} {'success':>9} {'95% CI':>15} {'replans':>8} {'retries':>8} {'steps':>6} {'s/ep':>6} "
+    head = (f"{'perception':<24} {'mode':<11} {'success':>9} {'95% CI':>15} {'replans':>8} {'retries':>8} {'steps':>6} {'s/ep':>6} "
             f"{'fault fired/detected':>21}  stopped")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{'replan' if r.replan else 'no-replan':<11} {f'{r.successes}/{r.episodes}':>9} "
+        lines.append(f"{r.perception:<24} {'replan' if r.replan else 'no-replan':<11} {f'{r.successes}/{r.episodes}':>9} "
                      f"{f'[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]':>15} {r.mean_replans:>8.2f} {r.mean_retries:>8.2f} "
                      f"{r.mean_steps:>6.2f} "
                      f"{r.mean_episode_s:>6.2f} {f'{r.fault_fired}/{r.fault_detected}':>21}  "
                      + ", ".join(f"{k}: {v}" for k, v in sorted(r.stopped.items())))
+    return "\n".join(lines)
+
+
+def format_accuracy(rows: Sequence[ModeSummary]) -> str:
+    """Camera perception's position error per object (every estimate a skill received), and refusals."""
+    head = (f"{'perception':<24} {'mode':<11} {'object':<8} {'n':>5} {'mean mm':>8} {'p95 mm':>7} {'max mm':>7} "
+            f"{'xy mm':>6} {'|z| mm':>7} {'yaw deg':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        for obj, e in r.position_error.items():
+            lines.append(f"{r.perception:<24} {'replan' if r.replan else 'no-replan':<11} {obj:<8} {e['n']:>5} "
+                         f"{e['mean_mm']:>8.1f} {e['p95_mm']:>7.1f} {e['max_mm']:>7.1f} {e['mean_xy_mm']:>6.1f} "
+                         f"{e['mean_abs_z_mm']:>7.1f} {e['mean_yaw_deg']:>8.1f}")
+        if r.perception_failures:
+            lines.append(f"{r.perception:<24} refused estimates: "
+                         + ", ".join(f"{k}: {v}" for k, v in sorted(r.perception_failures.items())))
     return "\n".join(lines)
 
 
@@ -126,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-replan", action="store_true", help="stop at the first failed step")
     mode.add_argument("--compare", action="store_true", help="run with and without re-planning on the same seeds")
+    p.add_argument("--perception", default="oracle", choices=["oracle", "camera", "both"],
+                   help="object poses from the labelled ground-truth oracle, from camera perception on rendered "
+                        "RGB-D frames, or both on the same seeds (default: oracle)")
     p.add_argument("--seed", type=int, default=0, help="first seed (episodes use seed..seed+N-1)")
     p.add_argument("--json", metavar="FILE", help="write the summary (one object, or a list with --compare)")
     p.add_argument("--runner", action="store_true", help="drive episodes through the bridge TaskRunner")
@@ -152,13 +184,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"--fault-step must be an integer or 'random', got {step!r}", file=sys.stderr)
             return 2
     modes = [True, False] if args.compare else [not args.no_replan]
+    kinds = ["oracle", "camera"] if args.perception == "both" else [args.perception]
     rows = [evaluate(args.task, args.episodes, args.fault, m, args.seed, step, progress=not args.quiet,
-                     use_runner=args.runner) for m in modes]
+                     use_runner=args.runner, perception=k) for k in kinds for m in modes]
     r0 = rows[0]
     print(f"task {r0.task} | fault {r0.fault} | {r0.episodes} episodes (seeds {r0.seeds[0]}..{r0.seeds[-1]}) | "
-          f"planner backend: {r0.backend} | object poses: {r0.perception} (ground-truth oracle) | "
-          f"success = simulator reward 4 (scoring only)")
+          f"planner backend: {r0.backend} | object poses: " + " / ".join(
+              f"{k} ({'sim-ground-truth-oracle: ground truth' if k == 'oracle' else 'camera perception, RGB-D'})"
+              for k in kinds) + " | success = simulator reward 4 (scoring only)")
     print(format_table(rows))
+    if any(r.position_error for r in rows):
+        print("\ncamera perception, position error against the simulator's truth (every estimate a skill used):")
+        print(format_accuracy(rows))
     if args.json:
         payload = [r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json()
         with open(args.json, "w") as f:

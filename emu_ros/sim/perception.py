@@ -1,4 +1,5 @@
-"""GroundTruthPerception: a LABELLED ground-truth oracle for object poses in the simulator.
+"""GroundTruthPerception: a LABELLED ground-truth oracle for object poses in the simulator, and
+PerceptionAudit, which scores camera perception against it.
 
 Skills need to know where an object is; on a robot that comes from a detector or a learned policy.
 In simulation this oracle reads the object's pose straight from MuJoCo. It is marked
@@ -13,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from emu_ros.core.protocols import ObjectEstimate
+from emu_ros.core.protocols import ObjectEstimate, PerceptionError
 from emu_ros.sim.aloha_env import AlohaSim
 
 log = logging.getLogger(__name__)
@@ -72,3 +73,55 @@ class GroundTruthPerception:
         """Full orientation (oracle only; skills use `locate().yaw`)."""
         body = self.resolve(obj)
         return None if body is None else self.sim.body_pose(body)[1]
+
+
+class PerceptionAudit:
+    """Wraps a (camera) Perception and scores each answer against the simulator's truth.
+
+    For the accuracy table only: answers pass through unchanged, failures are re-raised; the truth is
+    read after the fact and never reaches a skill.
+    """
+
+    ground_truth = False
+
+    def __init__(self, inner, sim: AlohaSim):
+        self.inner = inner
+        self.name = inner.name
+        self.oracle = GroundTruthPerception(sim)
+        #: (object, error vector m, |yaw error| rad mod pi/2, confidence)
+        self.errors: list = []
+        #: (object, failure code)
+        self.failures: list = []
+
+    def locate(self, obj: str) -> Optional[ObjectEstimate]:
+        try:
+            est = self.inner.locate(obj)
+        except PerceptionError as e:
+            self.failures.append((obj, e.code))
+            raise
+        if est is not None:
+            truth = self.oracle.locate(est.name)
+            if truth is not None:
+                d = (est.yaw - truth.yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+                self.errors.append((est.name, np.subtract(est.position, truth.position), abs(float(d)),
+                                    est.confidence))
+        return est
+
+    def reset(self) -> None:
+        self.errors.clear()
+        self.failures.clear()
+
+
+def error_table(errors: list) -> dict:
+    """Per object: count, mean/max position error (mm), mean |xy| and |z| error, mean yaw error (deg)."""
+    out = {}
+    for name in sorted({e[0] for e in errors}):
+        v = np.array([e[1] for e in errors if e[0] == name]) * 1000.0
+        yaw = np.degrees([e[2] for e in errors if e[0] == name])
+        n = np.linalg.norm(v, axis=1)
+        out[name] = {"n": int(len(v)), "mean_mm": round(float(n.mean()), 2), "max_mm": round(float(n.max()), 2),
+                     "p95_mm": round(float(np.percentile(n, 95)), 2),
+                     "mean_xy_mm": round(float(np.linalg.norm(v[:, :2], axis=1).mean()), 2),
+                     "mean_abs_z_mm": round(float(np.abs(v[:, 2]).mean()), 2),
+                     "mean_yaw_deg": round(float(yaw.mean()), 2)}
+    return out
