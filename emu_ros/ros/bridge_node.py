@@ -25,6 +25,8 @@ from emu_ros.bridge.runner import EventType, RunnerConfig, RunnerEvent, TaskRunn
 from emu_ros.bridge.skill_mapper import SkillMapper
 from emu_ros.bridge.skills import ProfileSkillExecutor
 from emu_ros.core.types import CancelToken
+from emu_ros.perception.camera_perception import CameraPerception
+from emu_ros.perception.detectors import make_detector
 from emu_ros.ros.adapters import make_adapter
 from emu_ros.ros.camera_intake import node_camera_hub, subscribe_cameras
 from emu_ros.ros.dds import use_large_image_profile
@@ -33,6 +35,7 @@ from emu_ros.ros.log_routing import LogRoute
 from emu_ros.ros.node_utils import GOAL_SERVICE_QOS, declare, in_thread, param, spin_nodes
 from emu_ros.ros.plan_client import RosPlanner
 from emu_ros.ros.plan_review import RosPlanReviewer
+from emu_ros.ros.rgbd_intake import RosRGBDSource
 
 #: Runner event → ExecuteTask feedback phase.
 PHASES = {EventType.PLANNING: "planning", EventType.STEP_PLANNED: "planning", EventType.PLAN_READY: "planning",
@@ -84,7 +87,13 @@ class BridgeNode(Node):
         self._subs = subscribe_cameras(self, self.hub, self.profile.cameras)
         self.planner = RosPlanner(self, param(self, "generate_plan_action"), plan_timeout_s=param(self, "plan_timeout_s"))
         self.mapper = SkillMapper.load(param(self, "skills"))
+        self.rgbd = None
+        why_none = "the robot profile has no perception section (see config/robots/aloha.yaml)"
+        if perception is None and self.profile.perception is not None:
+            perception, why_none = self._camera_perception()
         self.executor_ = skill_executor or ProfileSkillExecutor(self.profile, self.adapter, perception, task_params=task_params)
+        if perception is None and hasattr(self.executor_, "no_perception_reason"):
+            self.executor_.no_perception_reason = why_none
         self.monitor = StepMonitor(self.profile)
         self.runner: Optional[TaskRunner] = None
         self._token: Optional[CancelToken] = None
@@ -99,7 +108,25 @@ class BridgeNode(Node):
         self.get_logger().info(f"ready: profile {self.profile.name}, adapter {getattr(self.adapter, 'name', '?')}, "
                                f"planner {self.planner.action_name}")
 
+    def _camera_perception(self) -> tuple:
+        """(CameraPerception, "") from the profile's perception section, or (None, why) — a detector
+        that cannot load (weights missing) leaves the node up; object steps then fail saying why."""
+        spec = self.profile.perception
+        try:
+            detector = make_detector(spec)
+        except (FileNotFoundError, ImportError, ValueError) as e:
+            why = f"the {spec.detector} detector could not be loaded: {e}"
+            self.get_logger().error(f"camera perception disabled: {why}")
+            return None, why
+        self.rgbd = RosRGBDSource(self, self.profile, self.hub, spec.cameras)
+        perception = CameraPerception(spec, self.rgbd, detector)
+        self.get_logger().info(f"perception: {perception.name} on {list(spec.cameras)} (depth, camera_info: "
+                               f"{self.rgbd.topics()}), min confidence {spec.min_confidence}")
+        return perception, ""
+
     def destroy_node(self):
+        if self.rgbd is not None:
+            self.rgbd.close()
         self._log_route.close()
         return super().destroy_node()
 

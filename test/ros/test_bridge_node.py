@@ -44,6 +44,7 @@ def make_profile(tmp: Path) -> Path:
         "joint_state_topics": ["/joint_states"],
     }
     data["cameras"] = [c for c in data["cameras"] if c["name"] == "cam_high"]
+    data.pop("perception")  # object poses come from the injected perception of each scenario
     data["tolerances"] = {"joint_goal": 0.05, "step_timeout_s": 8, "motion_timeout_s": 4, "gripper_timeout_s": 2,
                           "settle_s": 0.05}
     p = tmp / "fake_robot.yaml"
