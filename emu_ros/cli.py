@@ -6,6 +6,8 @@
     emu-ros check-model /data/Emu3.5   verify a downloaded model directory in seconds
     emu-ros calibrate FRAMES/ --profile aloha   visual-check threshold from labelled frames
     emu-ros calibrate-gripper --profile aloha --gripper left_gripper   gripper range off /joint_states
+    emu-ros calibrate-camera --profile aloha --camera cam_high --arm right_arm --marker-id 0 \
+        --marker-size 0.03 --marker-offset X Y Z [--auto]   camera's to_base from a marker on a gripper
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ VERBS = {
     "check-model": ("emu_ros.model.check", "verify an Emu3.5 model directory without loading the weights"),
     "calibrate": ("emu_ros.bridge.visual_check", "calibrate the visual-check threshold on labelled frames"),
     "calibrate-gripper": ("emu_ros.ros.calibrate_gripper", "read a gripper's open/closed positions off /joint_states"),
+    "calibrate-camera": ("emu_ros.ros.calibrate_camera", "camera-to-base transform from a marker on a gripper"),
 }
 
 
