@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 #: Failure codes (StepOutcome.code) the monitor produces.
 CODES = ("skill_error", "aborted", "rejected", "timeout", "unavailable", "canceled", "step_timeout",
          "no_joint_state", "joint_tolerance", "gripper_not_closed", "gripper_empty", "not_released",
-         "visual_mismatch", "camera_unavailable")
+         "visual_mismatch", "camera_unavailable", "gripper_out_of_range")
+#: A gripper opening this far (fraction of the stroke) beyond closed..open is not a reading of this profile.
+RANGE_SLACK = 0.15
 _GOAL_CODES = {GoalStatus.ABORTED: "aborted", GoalStatus.REJECTED: "rejected", GoalStatus.TIMEOUT: "timeout",
                GoalStatus.UNAVAILABLE: "unavailable", GoalStatus.CANCELED: "canceled"}
 
@@ -122,13 +124,28 @@ class StepMonitor:
                     f"(tolerance {self.joint_tolerance:.3f}): the arm did not reach the goal")
         return None
 
+    def _reading(self, name: str, state: Optional[JointState], details: dict) -> tuple:
+        """(spec, opening, failure or None) of one gripper; a reading far outside the profile's declared
+        range means the profile's units or calibration are wrong, and no threshold can be trusted."""
+        g = self._gripper(name)
+        opening = _opening(state, g.joint)
+        if opening is None:
+            return g, None, (OutcomeStatus.FAILED, "no_joint_state", f"no opening reported for gripper {name} "
+                                                                     f"(joint {g.joint})")
+        details[f"{name}_opening"] = round(opening, 4)
+        if not -RANGE_SLACK <= opening <= 1 + RANGE_SLACK:
+            lo, hi = sorted((g.closed_position, g.open_position))
+            return g, opening, (OutcomeStatus.FAILED, "gripper_out_of_range",
+                                f"{name} reads {g.describe(opening)}, outside its declared range [{lo:.4g}, {hi:.4g}]"
+                                f"{' ' + g.unit if g.unit else ''}: the profile's gripper units or calibration do "
+                                f"not match the robot (measure them: emu-ros calibrate-gripper --gripper {name})")
+        return g, opening, None
+
     def _check_grippers(self, execution: SkillExecution, state: Optional[JointState], details: dict):
         for name in execution.expect_holding:
-            g = self._gripper(name)
-            opening = _opening(state, g.joint)
-            if opening is None:
-                return OutcomeStatus.FAILED, "no_joint_state", f"no opening reported for gripper {name} (joint {g.joint})"
-            details[f"{name}_opening"] = round(opening, 4)
+            g, opening, bad = self._reading(name, state, details)
+            if bad:
+                return bad
             if opening < g.opening(g.empty_below):
                 return (OutcomeStatus.UNFINISHED, "gripper_empty",
                         f"{name} closed on nothing ({g.describe(opening)} < {g.threshold('empty_below')}): "
@@ -137,11 +154,9 @@ class StepMonitor:
                 return (OutcomeStatus.FAILED, "gripper_not_closed",
                         f"{name} did not close ({g.describe(opening)} > {g.threshold('closed_above')})")
         for name in execution.expect_released:
-            g = self._gripper(name)
-            opening = _opening(state, g.joint)
-            if opening is None:
-                return OutcomeStatus.FAILED, "no_joint_state", f"no opening reported for gripper {name} (joint {g.joint})"
-            details[f"{name}_opening"] = round(opening, 4)
+            g, opening, bad = self._reading(name, state, details)
+            if bad:
+                return bad
             if opening < g.opening(g.released_above):
                 return (OutcomeStatus.UNFINISHED, "not_released",
                         f"{name} is still closed ({g.describe(opening)} < {g.threshold('released_above')}): "

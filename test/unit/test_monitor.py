@@ -146,3 +146,15 @@ def test_custom_judge_and_judge_errors(profile):
 def test_unknown_gripper_is_a_clear_error(monitor):
     with pytest.raises(KeyError, match="no gripper 'claw'"):
         monitor.evaluate(STEP, execution(holding=("claw",)), state())
+
+
+def test_a_reading_outside_the_declared_range_is_a_profile_error_not_a_grasp(monitor):
+    # e.g. a finger reported in metres read against a profile in motor radians: every threshold is meaningless
+    for reading in (1.6, -0.4):
+        out = monitor.evaluate(STEP, execution(holding=("right_gripper",)), state(gripper=reading))
+        assert (out.status, out.code) == (OutcomeStatus.FAILED, "gripper_out_of_range")
+        assert "outside its declared range [0, 1]" in out.reason and "calibrate-gripper" in out.reason
+    out = monitor.evaluate(STEP, execution(released=("right_gripper",)), state(gripper=2.0))
+    assert out.code == "gripper_out_of_range"
+    # the slack keeps a little overshoot a normal reading
+    assert monitor.evaluate(STEP, execution(released=("right_gripper",)), state(gripper=1.05)).ok
