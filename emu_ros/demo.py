@@ -279,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         session.close()
     run_dir = newest_run(log_root)
     summary = {"task": args.task, "seed": args.seed, "fault": args.fault, "backend": backend,
-               "path": "ros" if use_ros else "core", "outcome": outcome,
+               "perception": session.world.perception.name, "path": "ros" if use_ros else "core", "outcome": outcome,
                "sim_success": bool(sim_score.success), "sim_max_reward": float(sim_score.max_reward),
                "fault_fired": bool(fault and fault.fired), "fault_step": fault.step_text if fault else "",
                "wall_s": round(time.monotonic() - t0, 1), "task_log": str(run_dir) if run_dir else None}
@@ -293,8 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except FileNotFoundError:
             summary["runner_status"] = "no summary (interrupted)"
         shutil.copy2(run_dir / "events.jsonl", out / "events.jsonl")
-        html, png = write_storyboard(run_dir, out, extra={k: summary[k] for k in ("backend", "fault", "seed", "outcome",
-                                                                                 "sim_success", "wall_s")})
+        html, png = write_storyboard(run_dir, out, extra={k: summary[k] for k in ("backend", "perception", "fault", "seed",
+                                                                                 "outcome", "sim_success", "wall_s")})
         summary.update(storyboard_html=str(html), storyboard_png=str(png))
     if recorder.frames:
         summary["video"] = str(write_video(recorder.frames, out / "top_camera.mp4", fps=10))
