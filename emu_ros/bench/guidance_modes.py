@@ -1,5 +1,6 @@
-"""Guidance modes on the simulated loop: `plan` (whole plan, then execute) vs `pipelined` (execute step k
-while step k+1 is generated), in one run, interleaved per seed.
+"""Guidance modes on the simulated loop: `plan` (whole plan, then execute) vs `stepwise` (one step per
+request, from the current views) vs `pipelined` (execute step k while step k+1 is generated), in one
+run, interleaved per seed.
 
     python -m emu_ros.bench.guidance_modes [--task transfer_cube] [--seeds 5] [--planner-step-s 1.0]
         [--fault none|missed_grasp|slip] [--json FILE]
@@ -23,7 +24,7 @@ from typing import Optional, Sequence
 
 from emu_ros.bench import write_json
 
-MODES = ("plan", "pipelined")
+MODES = ("plan", "stepwise", "pipelined")
 
 
 def run(task: str, seeds: Sequence[int], delay_s: float, fault: str, out: Path) -> dict:

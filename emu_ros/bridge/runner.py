@@ -17,7 +17,8 @@ A plan whose output was cut (token budget) is not the task: when its steps are d
 for the rest (`continuing`, at most max_continuations) and never reports it done. With a reviewer,
 every new plan waits for a person's approval (`awaiting_approval` → `approved` / `rejected`, a
 rejection re-plans with the reason) before it moves the arm. Guidance modes: `plan` executes a
-whole plan; `pipelined` executes each step as it streams in (bridge/plan_stream.py).
+whole plan; `stepwise` asks for one step at a time from the current views, after the previous one
+finished; `pipelined` executes each step as it streams in (bridge/plan_stream.py).
 
 Robustness rules: a listener, the planner, the executor, the adapter or the log raising never
 crashes the runner — each becomes an outcome, an abort with the message, or a logged warning. The
@@ -75,7 +76,7 @@ class EventType(str, enum.Enum):
 
 
 TERMINAL = (EventType.DONE, EventType.ABORTED, EventType.CANCELED)
-GUIDANCE_MODES = ("plan", "pipelined")
+GUIDANCE_MODES = ("plan", "stepwise", "pipelined")
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,12 @@ class Planner(Protocol):
     """What the runner needs from guidance: GuidanceEngine satisfies it; the ROS bridge wraps ~/generate_plan."""
 
     def plan(self, task: str, history: Optional[Sequence[HistoryEntry]] = None, revision: int = 0,
-             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None) -> Plan:
-        """A plan from the current views given the history; raises PlanningError or Cancelled."""
+             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None,
+             max_steps: Optional[int] = None) -> Plan:
+        """A plan from the current views given the history; raises PlanningError or Cancelled.
+
+        `max_steps` (stepwise mode only: 1) bounds the steps asked for; a plan that would go on is
+        returned with complete=False."""
         ...
 
 
@@ -137,13 +142,16 @@ class RunnerConfig:
     no_retry_codes: tuple = ("unmapped", "executor_error")
     #: Save step images and camera views as PNG in the task log.
     log_images: bool = True
-    #: `plan`: the whole plan, then execute. `pipelined`: execute each step as soon as the world model
-    #: has produced it, while the next ones are generated (a plan review, when asked for, needs the
-    #: whole plan: reviewed plans run as `plan`).
+    #: `plan`: the whole plan, then execute. `stepwise`: one step per request, generated from the current
+    #: views after the previous step finished (the model ends the task by ending its output after a
+    #: step). `pipelined`: execute each step as soon as the world model has produced it, while the next
+    #: ones are generated (a plan review needs the whole plan: reviewed plans run as `plan`).
     guidance_mode: str = "plan"
+    #: stepwise: most single-step requests in one task (the world model never ending it is an abort).
+    max_stepwise_steps: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_retries", "max_replans", "max_continuations"):
+        for name in ("max_retries", "max_replans", "max_continuations", "max_stepwise_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RunnerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.guidance_mode not in GUIDANCE_MODES:
@@ -269,6 +277,14 @@ class TaskRunner:
                     plan = run.source.plan()
                     if plan.complete:
                         break
+                    if cfg.guidance_mode == "stepwise":  # the step is done; the world model goes on from here
+                        if run.stepwise_requests >= cfg.max_stepwise_steps:
+                            raise _Abort(f"stepwise: {run.steps_done} step(s) done in {run.stepwise_requests} "
+                                         f"requests and the world model has not ended the task "
+                                         f"(max_stepwise_steps={cfg.max_stepwise_steps})")
+                        run.source = self._plan_source(run, reason="")
+                        i = 0
+                        continue
                     # The world model ran out of budget mid-plan: the steps done so far are not the task.
                     # Ask for the rest, with the finished steps in the history; never report it done.
                     if run.continuations >= cfg.max_continuations:
@@ -482,18 +498,22 @@ class TaskRunner:
         planning_attempts. `on_step` also receives each streamed step; `cancel` defaults to the task's."""
         cancel = cancel or run.token
         revision = run.replans
+        stepwise = self.config.guidance_mode == "stepwise"
+        if stepwise:
+            run.stepwise_requests += 1
         if continuation:
             self._emit(run, EventType.CONTINUING,
                        message=f"continuation {run.continuations}/{self.config.max_continuations}: {reason}; "
                                f"asking for the remaining steps after {run.steps_done} finished")
-        elif revision:
+        elif revision and reason:  # (a stepwise request for the next step has no reason: nothing failed)
             self._emit(run, EventType.REPLANNING, message=f"re-plan {revision}/{self.config.max_replans}: {reason}")
         errors = []
         for attempt in range(self.config.planning_attempts):
             if cancel.cancelled:
                 raise Cancelled(cancel.reason)
             self._emit(run, EventType.PLANNING, attempt=attempt,
-                       message=f"planning {run.task!r}" + (f" (revision {revision})" if revision else ""))
+                       message=f"planning {run.task!r}" + (f" (revision {revision})" if revision else "")
+                               + (f" (stepwise: step {run.steps_done + 1} from the current views)" if stepwise else ""))
             streamed: List[PlanStep] = []
 
             def planned(step: PlanStep) -> None:
@@ -503,8 +523,9 @@ class TaskRunner:
                     on_step(step)
 
             try:
+                kw = {"max_steps": 1} if stepwise else {}
                 plan = self.planner.plan(run.task, history=list(run.history), revision=revision, on_step=planned,
-                                         cancel=cancel)
+                                         cancel=cancel, **kw)
                 if not isinstance(plan, Plan) or not plan.steps:
                     raise PlanningError(f"planner returned {'an empty plan' if isinstance(plan, Plan) else type(plan).__name__}")
                 run.plans.append(plan)
@@ -632,6 +653,7 @@ class _Run:
     steps_done: int = 0
     replans: int = 0
     continuations: int = 0
+    stepwise_requests: int = 0
     retries: int = 0
     reviewer: Optional[PlanReviewer] = None
     source: Optional[object] = None  # ReadyPlan | PlanStream: where the next step comes from

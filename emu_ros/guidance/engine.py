@@ -181,6 +181,8 @@ class GuidanceEngine:
                     break
                 if isinstance(item, PlanStep):
                     accept([_checked_step(item, notes)])
+                elif len(accepted) >= limit and isinstance(item, str) and item.strip():
+                    overflow = True  # the model starts another step: stop now, not after generating it
                 else:
                     accept(parser.feed(item))
                 if overflow:

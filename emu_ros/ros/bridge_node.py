@@ -70,9 +70,10 @@ class BridgeNode(Node):
         declare(self, "max_retries", 1, "Retries of a failed step before re-planning", int_range=(0, 10))
         declare(self, "plan_timeout_s", 300.0, "Longest wait for one plan", float_range=(1.0, 3600.0))
         declare(self, "log_dir", "~/.ros/emu_ros/tasks", "Where task logs (JSONL, images, summary.json) are written")
-        declare(self, "guidance_mode", "plan", "'plan': the whole plan, then execute; 'pipelined': execute each step "
-                "as soon as the world model has produced it, while the next is generated (plans under review run "
-                "as 'plan')", read_only=True)
+        declare(self, "guidance_mode", "plan", "'plan': the whole plan, then execute; 'stepwise': one step per "
+                "request, generated from the current camera views after the previous step finished; 'pipelined': "
+                "execute each step as soon as the world model has produced it, while the next is generated (plans "
+                "under review run as 'plan')", read_only=True)
         declare(self, "approval_timeout_s", 300.0, "With ExecuteTask.require_approval: how long a plan waits on "
                 "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
                 float_range=(1.0, 86400.0))

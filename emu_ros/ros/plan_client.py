@@ -29,12 +29,14 @@ class RosPlanner:
         self.max_steps = max_steps
 
     def plan(self, task: str, history: Optional[Sequence[HistoryEntry]] = None, revision: int = 0,
-             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None) -> Plan:
+             on_step: Optional[Callable[[PlanStep], None]] = None, cancel: Optional[CancelToken] = None,
+             max_steps: Optional[int] = None) -> Plan:
+        """`max_steps` overrides the client's (the bridge's stepwise mode asks for one step at a time)."""
         if not self._client.wait_for_server(timeout_sec=self.server_timeout_s):
             raise PlanningError(f"guidance action server {self.action_name} not available after "
                                 f"{self.server_timeout_s:.0f} s (is emu_guidance configured and active?)")
         goal = GeneratePlan.Goal(instruction=task, history=history_to_msgs(history or ()), revision=int(revision),
-                                 max_steps=int(self.max_steps))
+                                 max_steps=int(max_steps or self.max_steps))
 
         def feedback(msg) -> None:
             if on_step is not None:

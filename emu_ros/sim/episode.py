@@ -56,7 +56,7 @@ class EpisodeConfig:
     settle_s: Optional[float] = None  # sim time between a skill's last goal and the check (None = profile)
     out_dir: Optional[str] = None
     profile: str = "sim_aloha"
-    #: TaskRunner only: guidance mode (plan | pipelined) and a planner that needs this long per step
+    #: TaskRunner only: guidance mode (plan | stepwise | pipelined) and a planner that needs this long per step
     #: (a stand-in for the world model's generation time, e.g. ~2 s per DiDA step).
     guidance_mode: str = "plan"
     planner_step_delay_s: float = 0.0

@@ -357,4 +357,4 @@ def test_pipelined_mode_through_the_nodes(system):
 def test_unknown_guidance_mode_is_a_start_error(ros_context):
     with pytest.raises(ValueError, match="guidance_mode must be one of"):
         BridgeNode(node_name="emu_bridge_bad_mode", parameter_overrides=[
-            Parameter("profile", value="sim_aloha"), Parameter("guidance_mode", value="stepwise")])
+            Parameter("profile", value="sim_aloha"), Parameter("guidance_mode", value="batched")])

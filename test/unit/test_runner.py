@@ -450,7 +450,8 @@ class SlowWorldModel(FakeWorldModel):
         self.requests.append(request)
         done = sum(1 for h in request.history if h.status is OutcomeStatus.FINISHED)
         for i, text in enumerate(self.steps[done:]):
-            if cancel is not None and cancel.wait(self.step_delay):
+            # past max_steps the next step shows at once (a real model reveals it with one token)
+            if i < request.max_steps and cancel is not None and cancel.wait(self.step_delay):
                 raise Cancelled("canceled")
             yield PlanStep(index=i, text=text, source=self.name)
 
@@ -497,3 +498,38 @@ def test_pipelined_cancel_stops_the_generation(profile, tmp_path):
     res = rig.run()
     assert res.status == "canceled" and res.steps_done == 1
     assert not [t for t in threading.enumerate() if t.name == "emu-plan-stream" and t.is_alive()]
+
+
+def test_stepwise_asks_for_one_step_at_a_time_from_the_current_views(profile, tmp_path):
+    """stepwise: one request per step, each after the previous step finished, with it in the history;
+    the task ends when the world model ends its output after a step (never by a cut plan)."""
+    rig = slow_rig(profile, tmp_path, "stepwise", delay_s=0.1)
+    res = rig.run()
+    assert res.success, res.message
+    assert [c.text for c in rig.executor.calls] == SEVEN_STEPS
+    assert [r.max_steps for r in rig.wm.requests] == [1] * 7
+    assert [len(r.history) for r in rig.wm.requests] == list(range(7))  # each sees every finished step
+    assert [r.observation is not None for r in rig.wm.requests] == [True] * 7  # planned from the views
+    types = rig.rec.types()
+    assert "replanning" not in types and "continuing" not in types
+    started = [e for e in rig.events if e["event"] == "step_started"]
+    assert len(started) == 7 and all(e["idle_s"] >= 0.09 for e in started)  # the arm waits ~1 step each
+    assert res.first_motion_s < 0.1 + 0.25
+    assert read_summary(res.log_dir)["guidance_mode"] == "stepwise"
+    assert_log_matches_events(rig)
+
+
+def test_stepwise_replans_after_a_missed_grasp_and_goes_on(profile, tmp_path):
+    rig = slow_rig(profile, tmp_path, "stepwise", delay_s=0.0)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.success and res.replans == 1, res.message
+    assert rig.runner_replans() == 1  # the per-step requests after it are not re-plans
+    assert [c.text for c in rig.executor.calls].count(SEVEN_STEPS[2]) == 2
+
+
+def test_stepwise_aborts_when_the_world_model_never_ends_the_task(profile, tmp_path):
+    rig = slow_rig(profile, tmp_path, "stepwise", delay_s=0.0, max_stepwise_steps=3)
+    res = rig.run()
+    assert res.status == "aborted" and res.steps_done == 3
+    assert "has not ended the task (max_stepwise_steps=3)" in res.message

@@ -202,7 +202,10 @@ class ScriptedWorldModel:
         log.info("scripted reference plan for %r (revision %d): steps %d..%d of %d", task.task, request.revision,
                  start + 1, len(task.steps), len(task.steps))
         for n, step in enumerate(task.steps[start:]):
-            if cancel is not None and (cancel.cancelled or (self.step_delay_s and cancel.wait(self.step_delay_s))):
+            # past max_steps the next step comes at once: a world model shows that more follows with
+            # its next token, not after generating a whole step (stepwise mode asks for one step)
+            delay = self.step_delay_s if n < request.max_steps else 0.0
+            if cancel is not None and (cancel.cancelled or (delay and cancel.wait(delay))):
                 raise Cancelled("scripted planning canceled")
             yield PlanStep(index=n, text=step.text, image=task.image(step), source=SOURCE,
                            notes=(f"scripted step {step.id} from {Path(task.path).name}",))
