@@ -116,6 +116,7 @@ class AlohaSim:
         self.max_reward = 0.0
         self.physics_error = ""
         self._renderer = None  # the one thread that renders (created on first use)
+        self._closed = False  # after close() nothing renders again (no new GL context at shutdown)
         self._close_registered = False
         #: Called under the lock after every control tick with (sim); fault injection hooks in here.
         self.tick_hooks: list = []
@@ -261,7 +262,9 @@ class AlohaSim:
         return np.ascontiguousarray(rgb), depth, float(self.model.cam_fovy[cam.id]), pos, xmat
 
     def close(self) -> None:
-        """Free the rendering context on the render thread and stop that thread (idempotent)."""
+        """Free the rendering context on the render thread and stop that thread (idempotent); a task
+        thread still asking for frames afterwards gets CameraUnavailable, not a new GL context."""
+        self._closed = True
         pool, self._renderer = self._renderer, None
         if pool is None:
             return
@@ -272,6 +275,8 @@ class AlohaSim:
         pool.shutdown()
 
     def _render_pool(self) -> "_RenderThread":
+        if self._closed:
+            raise CameraUnavailable("the simulator is closed: no more frames")
         if self._renderer is None:
             self._renderer = _RenderThread()
         return self._renderer
