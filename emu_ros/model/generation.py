@@ -267,8 +267,14 @@ class DecodeSession:
         # right-pad the shorter row: its padding lands beyond its position and is overwritten later
         batch = torch.tensor([r + [r[-1]] * (t - len(r)) for r in rows], device=self.device)
         pos = torch.arange(t, device=self.device).expand(len(rows), t)
-        logits = self.model(batch, pos, kv_len=t, keep=len(prompt_ids) - 1)
+        logits = self.model(batch, pos, kv_len=t, keep=len(prompt_ids) - 1, uniform_len=t)
         return logits[:, 0]
+
+    def uniform_len(self, rows: int, t: int) -> int | None:
+        """Keys every row attends once t tokens follow its position, when the first ``rows`` rows stand
+        at one position (else None): the model's promise that attention needs no mask."""
+        pos = self.pos[:rows]
+        return pos[0] + t if min(pos) == max(pos) else None
 
     def room(self) -> int:
         """Tokens that still fit in the cache for every active row."""
@@ -284,10 +290,12 @@ class DecodeSession:
         input_pos = self.pos_dev[:rows, None] + steps                       # [rows, T]
         batch = tokens.view(1, t).expand(rows, t)
         if self._step is not None and t <= 2:
-            # clone: a CUDA-graph output buffer is overwritten by the next replay
+            # clone: a CUDA-graph output buffer is overwritten by the next replay; no uniform_len (a
+            # per-step int would recompile)
             logits = self._step(batch, input_pos, kv_len=self.max_seq, keep=-1).clone()
         else:
-            logits = self.model(batch, input_pos, kv_len=max(self.pos[:rows]) + t, keep=-1)
+            logits = self.model(batch, input_pos, kv_len=max(self.pos[:rows]) + t, keep=-1,
+                                uniform_len=self.uniform_len(rows, t))
         self.pos_dev[:rows] += t
         for r in range(rows):
             self.pos[r] += t
@@ -308,7 +316,7 @@ class DecodeSession:
             raise RuntimeError(f"KV cache of {self.max_seq} positions is full")
         input_pos = self.pos_dev[:rows, None] + torch.arange(t, device=self.device)
         return self.model(tokens.view(1, t).expand(rows, t), input_pos, kv_len=max(self.pos[:rows]) + t,
-                          block=True)
+                          block=True, uniform_len=self.uniform_len(rows, t))
 
     def tensor(self, ids: list[int]) -> Tensor:
         return torch.tensor(ids, dtype=torch.long, device=self.device)
