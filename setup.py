@@ -1,7 +1,7 @@
 """pip installation of emu_ros's ROS-free core and its command line (`pip install -e .`).
 
 On a robot workstation the package is built by colcon (CMakeLists.txt: interfaces + Python); this
-file serves users and CI without ROS. Optional parts are extras: model, sim, finetune, test.
+file serves users and CI without ROS. Optional parts are extras: model, quant, sim, finetune, test.
 """
 from pathlib import Path
 
@@ -22,10 +22,13 @@ setup(
     install_requires=["numpy>=1.24", "pyyaml>=6", "pillow>=10", "tqdm>=4.66"],
     extras_require={
         # torch is deliberately not pinned here: install the build that fits your machine first
-        # (scripts/setup_env.sh installs the 2.13.0 CPU wheel).
-        "model": ["torch>=2.1", "safetensors>=0.4", "tiktoken>=0.7"],
+        # (scripts/setup_env.sh installs the 2.13.0 CPU wheel). 2.5: SDPA's enable_gqa (modeling_emu3);
+        # the int8 CPU kernel (aten._weight_int8pack_mm, 2.3+) is optional. 4-bit loading
+        # (load_lm(quantize="nf4")) also needs bitsandbytes: the "quant" extra.
+        "model": ["torch>=2.5", "safetensors>=0.4", "tiktoken>=0.7"],
+        "quant": ["bitsandbytes>=0.46"],
         "sim": ["gym-aloha==0.1.5", "mujoco>=3.1,<3.9", "opencv-python-headless>=4.9", "imageio[ffmpeg]>=2.34"],
-        "finetune": ["torch>=2.1", "safetensors>=0.4", "tiktoken>=0.7", "pyarrow>=15", "pandas>=2", "av>=12"],
+        "finetune": ["torch>=2.5", "safetensors>=0.4", "tiktoken>=0.7", "pyarrow>=15", "pandas>=2", "av>=12"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "rosbags>=0.10"],
     },
     entry_points={

@@ -3,6 +3,7 @@
 Public API (kept stable for the guidance engine and outside checks)::
 
     load_lm(model_dir, device="cpu", dtype=torch.bfloat16) -> Emu3ForCausalLM   # model(input_ids) -> logits
+    load_lm(model_dir, "cuda", quantize="int8" | "nf4")   # weight-only decoder Linears (quantization.py)
     load_vision_tokenizer(tokenizer_dir, device="cpu", dtype=torch.float32) -> IBQ  # encode / decode
     load_tokenizer(model_dir) -> Emu3Tokenizer
     write_random_checkpoint(out_dir, config="tiny", seed=0) -> Path

@@ -8,6 +8,9 @@ load) or one tensor (for a GPU load) plus the page cache the OS can drop.
 
 All tensor names and shapes are checked against the config from the safetensors headers before
 any weight is read, and every problem is reported in one error.
+
+``quantize="int8" | "nf4"`` quantizes each decoder Linear weight as it streams in (on the target
+device), so the bf16 model never exists in full: see ``quantization.py`` for what fits where.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,6 +26,8 @@ from safetensors import safe_open
 
 from .configuration_emu3 import Emu3Config
 from .modeling_emu3 import Emu3ForCausalLM
+from .placement import layer_groups, tensor_device
+from .quantization import check_quantize, load_quantized_weight, replace_decoder_linears
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -151,9 +157,19 @@ def compare_checkpoint(config: Emu3Config, infos: dict[str, TensorInfo]) -> Chec
     return report
 
 
-def load_lm(model_dir: str | Path, device: str | torch.device = "cpu",
-            dtype: torch.dtype = torch.bfloat16) -> Emu3ForCausalLM:
-    """Load the Emu3.5 LM from an official model directory; returns an eval-mode Emu3ForCausalLM."""
+def load_lm(model_dir: str | Path, device: str | torch.device | Sequence[str | torch.device] = "cpu",
+            dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> Emu3ForCausalLM:
+    """Load the Emu3.5 LM from an official model directory; returns an eval-mode Emu3ForCausalLM.
+
+    device: one device, or several ("cuda:0,cuda:1" or a list): the decoder layers are split into
+    contiguous groups across them (model/placement.py) and every tensor is loaded straight onto its
+    own device, so no card ever holds more than its share.
+
+    quantize: None (every weight in ``dtype``), "int8" (our per-channel Int8Linear) or "nf4"
+    (bitsandbytes Linear4bit) for the decoder-layer Linears; embeddings, norms and lm_head stay in
+    ``dtype``, which is also the compute dtype.
+    """
+    check_quantize(quantize)
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir}: model directory not found")
@@ -162,31 +178,56 @@ def load_lm(model_dir: str | Path, device: str | torch.device = "cpu",
     report = compare_checkpoint(config, infos)
     if not report.ok:
         raise CheckpointError(f"{model_dir}: checkpoint does not match config.json\n{report.message()}")
-    device = torch.device(device)
+    devices = parse_devices(device)
+    layer_devices = layer_groups(config.num_hidden_layers, devices)
     with torch.device("meta"):
         model = Emu3ForCausalLM(config)
+    quantized = replace_decoder_linears(model, quantize, dtype) if quantize else set()
     by_file: dict[str, list[str]] = {}
     for name, info in infos.items():
         by_file.setdefault(info.file, []).append(name)
     for file, names in sorted(by_file.items()):
-        _load_shard(model, model_dir / file, names, device, dtype)
+        _load_shard(model, model_dir / file, names, layer_devices, dtype, quantized)
     model.model.reset_buffers()
     return model.eval().requires_grad_(False)
 
 
-def _load_shard(model: torch.nn.Module, path: Path, names: list[str], device: torch.device,
-                dtype: torch.dtype) -> None:
-    """Assign one memory-mapped shard's tensors into the meta model, one tensor at a time."""
+def _load_shard(model: torch.nn.Module, path: Path, names: list[str], layer_devices: list[torch.device],
+                dtype: torch.dtype, quantized: set[str] = frozenset()) -> None:
+    """Assign one memory-mapped shard's tensors into the meta model, one tensor at a time, each onto
+    its module's device (weights of the ``quantized`` modules are quantized there instead)."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as shard:
-            for name in names:
-                tensor = shard.get_tensor(name).to(device=device, dtype=dtype)
-                owner, _, attr = name.rpartition(".")
-                # assign (not copy): the meta parameter is replaced by the loaded tensor itself
-                setattr(model.get_submodule(owner), attr, torch.nn.Parameter(tensor, requires_grad=False))
-                del tensor
-    except CheckpointError:
-        raise
+        shard = safe_open(str(path), framework="pt", device="cpu")
     except Exception as exc:   # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{path}: failed to read tensors ({type(exc).__name__}: {exc}); "
-                              "the shard may be damaged, re-download it") from exc
+        raise _damaged(path, exc) from exc
+    with shard:
+        for name in names:
+            try:
+                tensor = shard.get_tensor(name)
+            except Exception as exc:
+                raise _damaged(path, exc) from exc
+            owner, _, attr = name.rpartition(".")
+            device = tensor_device(name, layer_devices)
+            if owner in quantized:
+                load_quantized_weight(model.get_submodule(owner), tensor, device)
+            else:
+                # assign (not copy): the meta parameter is replaced by the loaded tensor itself
+                setattr(model.get_submodule(owner), attr,
+                        torch.nn.Parameter(tensor.to(device=device, dtype=dtype), requires_grad=False))
+            del tensor
+
+
+def parse_devices(device: str | torch.device | Sequence[str | torch.device]) -> list[torch.device]:
+    """"cuda:0,cuda:1" / ["cuda:0", "cuda:1"] / "cuda" -> a list of devices (at least one)."""
+    if isinstance(device, torch.device):
+        return [device]
+    items = device.split(",") if isinstance(device, str) else list(device)
+    devices = [torch.device(d.strip() if isinstance(d, str) else d) for d in items if str(d).strip()]
+    if not devices:
+        raise ValueError(f"no device in {device!r}")
+    return devices
+
+
+def _damaged(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: failed to read tensors ({type(exc).__name__}: {exc}); "
+                           "the shard may be damaged, re-download it")

@@ -18,8 +18,9 @@ import torch
 
 from .generation import (DEFAULT_IMAGE_AREA, IMAGE_AREA, GenerationConfig, GenerationResult, ImageDecoder,
                          SpecialIds, generate, task_config)
-from .loading import load_lm
+from .loading import load_lm, parse_devices
 from .prompts import build_prompt, build_unconditional_prompt
+from .quantization import check_quantize
 from .sequence import Segment, image_string
 from .tokenizer import load_tokenizer
 from .vision_tokenizer import load_vision_tokenizer, resize_to_area
@@ -46,10 +47,13 @@ class Emu35Runtime:
 
     def __init__(self, model_dir: str | Path, vq_dir: str | Path | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.bfloat16, vq_dtype: torch.dtype = torch.float32,
-                 decoder: str = "ar", dida_passes: int | None = None) -> None:
+                 decoder: str = "ar", dida_passes: int | None = None, quantize: str | None = None) -> None:
         """decoder: "ar" (official token-by-token images) or "dida" (parallel passes; needs the model
-        directory's dida_config.json written by emu_ros.model.dida_train, checked before any weight loads)."""
+        directory's dida_config.json written by emu_ros.model.dida_train, checked before any weight loads).
+        quantize: None, "int8" or "nf4" weight-only decoder Linears (``load_lm``; 34B: ~37 GB int8,
+        ~22 GB nf4 + KV cache), checked before any weight loads."""
         model_dir = Path(model_dir)
+        check_quantize(quantize)
         if decoder not in ("ar", "dida"):
             raise ValueError(f"decoder must be 'ar' or 'dida', got {decoder!r}")
         self.image_decoder: ImageDecoder | None = None
@@ -59,9 +63,10 @@ class Emu35Runtime:
             self.image_decoder = DiDAImageDecoder.from_model_dir(model_dir, dida_passes)
         if vq_dir is None:   # the random-checkpoint / models/ convention: a sibling directory
             vq_dir = model_dir.parent / "Emu3.5-VisionTokenizer"
-        self.model = load_lm(model_dir, device=device, dtype=dtype)
+        self.model = load_lm(model_dir, device=device, dtype=dtype, quantize=quantize)
+        self.quantize = quantize
         self.tokenizer = load_tokenizer(model_dir)
-        self.vq = load_vision_tokenizer(vq_dir, device=device, dtype=vq_dtype)
+        self.vq = load_vision_tokenizer(vq_dir, device=parse_devices(device)[0], dtype=vq_dtype)  # beside the embedding
         self.ids = SpecialIds.from_tokenizer(self.tokenizer)
         self._lock = threading.Lock()   # one generation at a time: the KV cache lives in the model
         if self.tokenizer.codebook_size != self.vq.config.n_embed:
