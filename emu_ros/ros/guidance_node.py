@@ -68,8 +68,11 @@ class GuidanceNode(LifecycleNode):
         declare(self, "dida_dir", "", "Directory of DiDA-adapted weights (with dida_config.json); used when decoder=dida", read_only=True)
         declare(self, "decoder", "auto", "Image decoder for emu35: 'auto' (dida when the weights carry "
                 "dida_config.json, else ar), 'ar' or 'dida'", read_only=True)
-        declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu)", read_only=True)
+        declare(self, "device", "cuda", "Torch device for emu35 (cuda, cuda:1, cpu), or several (cuda:0,cuda:1): the "
+                "decoder layers are split across them (34B bf16 on 2x48 GB or 4x24 GB)", read_only=True)
         declare(self, "dtype", "bfloat16", "Torch dtype for emu35 weights")
+        declare(self, "quantize", "", "emu35 weight-only quantization of the decoder layers: '' (none), 'int8' "
+                "(34B in ~37 GB) or 'nf4' (~22 GB, needs bitsandbytes)", read_only=True)
         declare(self, "max_new_tokens", 0, "emu35: generation budget per plan (text + image tokens); 0 = derived "
                 "from the request (max_steps x tokens of one step image + text)", int_range=(0, 262144))
         declare(self, "step_image_area", 262144, "emu35: pixel area of predicted step images (default 512x512; "
@@ -234,7 +237,7 @@ class GuidanceNode(LifecycleNode):
             generation["seed"] = param(self, "seed")
         return {"model_dir": param(self, "model_dir"), "vq_dir": param(self, "vq_dir") or None,
                 "dida_dir": param(self, "dida_dir") or None, "mode": param(self, "decoder"),
-                "device": param(self, "device"), "dtype": param(self, "dtype"),
+                "device": param(self, "device"), "dtype": param(self, "dtype"), "quantize": param(self, "quantize") or None,
                 "image_area": param(self, "image_area") or None, "generation": generation,
                 "step_image_area": param(self, "step_image_area") or None}
 

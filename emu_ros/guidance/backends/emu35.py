@@ -57,7 +57,8 @@ VQ_DOWNSAMPLE = 16  # pixels per token side of the IBQ vision tokenizer (model/v
 def step_image_grid(view_shape: Optional[tuple], area: int) -> tuple:
     """(rows, cols) in tokens of a step image of `area` pixels with the camera view's aspect.
 
-    The official rounding (model/vision_tokenizer.resize_to_area): keep the aspect, sides to x16.
+    The official rounding (model/vision_tokenizer.area_size, written out here: this module must
+    import without torch, which the vision tokenizer needs): keep the aspect, sides to x16.
     """
     height, width = (view_shape[0], view_shape[1]) if view_shape else (1, 1)
     aspect = width / height
@@ -114,7 +115,9 @@ class Emu35WorldModel:
                  steps_hint: Optional[int] = None, generation: Optional[dict] = None,
                  image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
                  join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None,
-                 step_image_area: Optional[int] = STEP_IMAGE_AREA):
+                 step_image_area: Optional[int] = STEP_IMAGE_AREA, quantize: Optional[str] = None):
+        """`device` may name several GPUs ("cuda:0,cuda:1": layers split across them); `quantize` None,
+        "int8" or "nf4" loads the decoder layers weight-only quantized (34B on a 48 / 32 GB card)."""
         mode = mode.lower()
         if mode not in ("auto", "ar", "dida"):
             raise ValueError(f"Emu3.5 mode (decoder) must be 'auto', 'ar' or 'dida', got {mode!r}")
@@ -161,6 +164,8 @@ class Emu35WorldModel:
             log.info("loading Emu3.5 from %s (vision tokenizer %s) on %s/%s", model_dir, vq_dir or "sibling dir",
                      device, dtype)
             extra = {"decoder": "dida", "dida_passes": dida_passes} if mode == "dida" and image_decoder is None else {}
+            if quantize:
+                extra["quantize"] = quantize
             try:
                 runtime = _runtime_class()(model_dir, vq_dir, device=device, dtype=torch_dtype, **extra)
             except RuntimeError as e:
