@@ -41,10 +41,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for label, gib, devices, quant in CARDS:
         plan = plan_step(config, base, quantize=quant, devices=devices)
         fits = plan.fits(gib)
+        split = f" (layers {'/'.join(map(str, plan.layer_counts))})" if devices > 1 else ""
         print(f"{label:38s} {plan.weights_gib:7.1f}G {plan.kv_cache_gib:5.1f}G {plan.activations_gib:5.1f}G "
-              f"{plan.logits_gib:6.1f}G {plan.per_device_gib:7.1f}G {gib:5.1f}G  {'yes' if fits else 'NO'}")
+              f"{plan.logits_gib:6.1f}G {plan.per_device_gib:7.1f}G {gib:5.1f}G  {'yes' if fits else 'NO'}{split}")
         rows.append({"card": label, "card_gib": gib, "fits": fits, **plan.__dict__})
-    print("(computed from the config; 2 GiB of each card kept for the CUDA context and the allocator)")
+    print("(computed from the config; 2 GiB of each card kept for the CUDA context and the allocator; 'per dev' is\n"
+          " the fullest device of the balanced split load_lm uses, the end devices also hold embedding / lm_head)")
     if args.json:
         write_json(args.json, {"config": args.config, "rows": rows})
     return 0

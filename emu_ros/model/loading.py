@@ -26,6 +26,7 @@ from safetensors import safe_open
 
 from .configuration_emu3 import Emu3Config
 from .modeling_emu3 import Emu3ForCausalLM
+from .memory_plan import balanced_layer_counts
 from .placement import layer_groups, tensor_device
 from .quantization import check_quantize, load_quantized_weight, replace_decoder_linears
 
@@ -179,7 +180,9 @@ def load_lm(model_dir: str | Path, device: str | torch.device | Sequence[str | t
     if not report.ok:
         raise CheckpointError(f"{model_dir}: checkpoint does not match config.json\n{report.message()}")
     devices = parse_devices(device)
-    layer_devices = layer_groups(config.num_hidden_layers, devices)
+    # several devices: the balanced split (the end devices also hold the embedding / lm_head)
+    shares = balanced_layer_counts(config, len(devices), quantize) if len(devices) > 1 else None
+    layer_devices = layer_groups(config.num_hidden_layers, devices, shares)
     with torch.device("meta"):
         model = Emu3ForCausalLM(config)
     quantized = replace_decoder_linears(model, quantize, dtype) if quantize else set()

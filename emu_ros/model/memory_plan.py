@@ -70,6 +70,7 @@ class MemoryPlan:
     quantize: str
     devices: int
     per_device_gib: float
+    layer_counts: tuple = ()  # decoder layers per device of the balanced split
     shape: dict = field(default_factory=dict)
 
     def fits(self, gib_per_device: float, reserve_gib: float = 2.0) -> bool:
@@ -83,7 +84,8 @@ class MemoryPlan:
                 f"KV cache            {self.kv_cache_gib:7.1f} GiB ({self.shape.get('cfg_rows')} rows x {self.seq_len} tokens)",
                 f"activations         {self.activations_gib:7.1f} GiB (widest forward: {self.widest_forward_tokens} tokens x rows)",
                 f"logits (fp32)       {self.logits_gib:7.1f} GiB (visual slice, {self.shape.get('logits_chunk')} slots per chunk)",
-                f"total               {self.total_gib:7.1f} GiB; per device over {self.devices}: {self.per_device_gib:.1f} GiB",
+                f"total               {self.total_gib:7.1f} GiB; fullest of {self.devices} device(s): "
+                f"{self.per_device_gib:.1f} GiB (layers per device {list(self.layer_counts)})",
                 f"(unfused attention would add {self.math_attention_extra_gib:.1f} GiB of scores)"]
 
 
@@ -120,9 +122,39 @@ def plan_step(c: Emu3Config, shape: StepShape = StepShape(), quantize: str | Non
     # (x2: the chunk's scores and its log-softmax / CFG combination exist together)
     math_scores = rows * c.num_attention_heads * widest * seq * 4
     total = weights + kv + activations + logits
-    per_device = (weights + kv) / devices + activations + logits  # layers split; one layer's activations at a time
+    counts = balanced_layer_counts(c, devices, quantize)
+    per_layer = (linear / c.num_hidden_layers) * WEIGHT_BYTES[quantize] + kv / c.num_hidden_layers
+    ends = [0.0] * devices
+    ends[0] += c.vocab_size * c.hidden_size * 2.0  # the embedding
+    ends[-1] += c.vocab_size * c.hidden_size * 2.0  # lm_head
+    # the fullest device: its layers (weights + their KV) and the end tables; activations and logits
+    # exist on one device at a time (the one working)
+    per_device = max(n * per_layer + e for n, e in zip(counts, ends)) + activations + logits
     return MemoryPlan(params=linear + other, weights_gib=weights / GIB, kv_cache_gib=kv / GIB,
                       activations_gib=activations / GIB, logits_gib=logits / GIB, total_gib=total / GIB,
                       math_attention_extra_gib=math_scores / GIB, seq_len=seq, widest_forward_tokens=widest,
                       quantize=quantize or "", devices=devices, per_device_gib=per_device / GIB,
-                      shape=asdict(shape))
+                      layer_counts=tuple(counts), shape=asdict(shape))
+
+
+def balanced_layer_counts(c: Emu3Config, devices: int, quantize: str | None = None) -> list:
+    """Decoder layers per device for the most even memory when the first and last devices also hold
+    the embedding and lm_head (pass them as `shares` to placement.place_layers / load_lm order)."""
+    if devices == 1:
+        return [c.num_hidden_layers]
+    linear, _ = parameter_count(c)
+    layer = (linear / c.num_hidden_layers) * WEIGHT_BYTES[quantize]
+    table = c.vocab_size * c.hidden_size * 2.0
+    extra = [table] + [0.0] * (devices - 2) + [table]
+    lo, hi = 0.0, table * 2 + layer * c.num_hidden_layers
+    for _ in range(60):  # bisect the smallest per-device load that holds every layer
+        mid = (lo + hi) / 2
+        if sum(max(0, int((mid - e) // layer)) for e in extra) >= c.num_hidden_layers:
+            hi = mid
+        else:
+            lo = mid
+    counts = [max(0, int((hi - e) // layer)) for e in extra]
+    while sum(counts) > c.num_hidden_layers:  # trim the surplus from the middle devices first
+        i = max(range(devices), key=lambda k: (counts[k] + (extra[k] == 0), -k))
+        counts[i] -= 1
+    return counts

@@ -34,9 +34,10 @@ def test_image_tokens_and_the_options_move_the_plan_the_right_way():
     assert one_view.kv_cache_gib < whole.kv_cache_gib / 2 and one_view.activations_gib < whole.activations_gib / 2
     assert plan_step(c, quantize="int8").weights_gib < 0.6 * whole.weights_gib
     assert plan_step(c, quantize="nf4").weights_gib < plan_step(c, quantize="int8").weights_gib
-    two = plan_step(c, devices=2)
-    assert two.per_device_gib == pytest.approx((whole.weights_gib + whole.kv_cache_gib) / 2 + whole.activations_gib
-                                               + whole.logits_gib)
+    two, four = plan_step(c, devices=2), plan_step(c, devices=4)
+    assert whole.per_device_gib == pytest.approx(whole.total_gib, rel=1e-3)
+    assert whole.total_gib / 2 < two.per_device_gib < whole.total_gib * 0.6
+    assert sum(four.layer_counts) == 64 and four.layer_counts[0] < four.layer_counts[1]  # the ends hold the tables
     assert whole.fits(79.2) and not whole.fits(72.0)
     with pytest.raises(ValueError, match="quantize must be one of"):
         plan_step(c, quantize="int4")
