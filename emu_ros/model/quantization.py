@@ -128,19 +128,35 @@ def replace_decoder_linears(model: nn.Module, quantize: str, compute_dtype: torc
     names = decoder_linear_names(model)
     for name in names:
         parent, _, attr = name.rpartition(".")
-        old = model.get_submodule(name)
-        if quantize == "int8":
-            new = Int8Linear(old.in_features, old.out_features, device="meta")
-        else:
-            bnb = _bitsandbytes()
-            new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=False, compute_dtype=compute_dtype,
-                                    compress_statistics=True, quant_type="nf4", device="meta")
-            if old.in_features % 64 or old.out_features % 32:
-                # bnb's AVX512-BF16 CPU repack needs in % 64 == 0 and out % 32 == 0 (it fails on tiny test
-                # shapes such as 160; every full-size Emu3.5 Linear fits): use its generic CPU path there
-                new.support_avx512bf16_for_cpu = False
-        setattr(model.get_submodule(parent), attr, new)
+        setattr(model.get_submodule(parent), attr, _empty_quantized(model.get_submodule(name), quantize, compute_dtype))
     return set(names)
+
+
+def quantize_model_(model: nn.Module, quantize: str, compute_dtype: torch.dtype) -> None:
+    """Quantize a built model's decoder Linears in place, one at a time (each full-precision weight is
+    freed as soon as its quantized module exists): for benchmarks on random weights."""
+    check_quantize(quantize)
+    for name in decoder_linear_names(model):
+        parent, _, attr = name.rpartition(".")
+        old = model.get_submodule(name)
+        new = _empty_quantized(old, quantize, compute_dtype)
+        load_quantized_weight(new, old.weight.detach(), old.weight.device)
+        setattr(model.get_submodule(parent), attr, new)
+        del old
+
+
+def _empty_quantized(old: nn.Module, quantize: str, compute_dtype: torch.dtype) -> nn.Module:
+    """A weightless (meta) quantized stand-in for the Linear `old`."""
+    if quantize == "int8":
+        return Int8Linear(old.in_features, old.out_features, device="meta")
+    bnb = _bitsandbytes()
+    new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=False, compute_dtype=compute_dtype,
+                            compress_statistics=True, quant_type="nf4", device="meta")
+    if old.in_features % 64 or old.out_features % 32:
+        # bnb's AVX512-BF16 CPU repack needs in % 64 == 0 and out % 32 == 0 (it fails on tiny test
+        # shapes such as 160; every full-size Emu3.5 Linear fits): use its generic CPU path there
+        new.support_avx512bf16_for_cpu = False
+    return new
 
 
 def load_quantized_weight(module: nn.Module, weight: Tensor, device: torch.device) -> None:
