@@ -101,6 +101,7 @@ class PickPlaceSkills:
         if not self._grip(arm, float(self.param(call, "gripper_closed")), ex, cancel):
             return
         self.holding[arm.gripper] = body
+        self.remember_grasp(arm, body, pos, yaw)
         ex.expect_holding = (arm.gripper,)
 
     def _skill_lift(self, call: SkillCall, ex: SkillExecution, cancel: Optional[CancelToken]) -> None:

@@ -93,6 +93,10 @@ class PerceptionAudit:
         #: (object, failure code)
         self.failures: list = []
 
+    def resolve(self, phrase: str):
+        """The inner perception's reading of a phrase (which catalogued object it names)."""
+        return self.inner.resolve(phrase)
+
     def locate(self, obj: str) -> Optional[ObjectEstimate]:
         try:
             est = self.inner.locate(obj)
