@@ -27,11 +27,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from emu_ros.core.kinematics import SerialChain
@@ -44,6 +41,7 @@ from emu_ros.perception.markers import SCORE_HALF_PX, MarkerDetector
 from emu_ros.ros.camera_intake import CAMERA_QOS
 from emu_ros.ros.conversions import from_time
 from emu_ros.ros.image_conversion import ImageConversionError, image_to_numpy
+from emu_ros.ros.node_utils import background_node
 
 #: the arm must have been still this long (s) before a pose counts: image and joints then show one pose
 STILL_S = 0.5
@@ -397,33 +395,22 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"calibrate-camera: {e}")
         return 1
-    # Ctrl-C stays a KeyboardInterrupt in the main thread (rclpy's handler would shut the context down
-    # under the spinning thread), so an early stop can still fit what was recorded and clean up
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = Node("emu_calibrate_camera")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        cal = CameraCalibrator(node, profile, args.camera, args.arm, args.marker_id, args.marker_size,
-                               args.marker_offset, args.dictionary, info_topic=args.info_topic,
-                               joint_topics=args.joint_topic)
-        if args.auto:
-            print(f"auto: a pose is recorded whenever {args.arm} has been still {STILL_S:g} s with marker "
-                  f"{args.marker_id} in view of {args.camera}, {MIN_MOVE_M * 100:g} cm or more from the last; "
-                  f"Ctrl-C stops early")
+    # Ctrl-C stays a KeyboardInterrupt in the main thread, so an early stop can still fit what was recorded
+    with background_node("emu_calibrate_camera", signal_handlers=False) as node:
         try:
-            collect(cal, args.poses, args.auto)
-        except (KeyboardInterrupt, EOFError):
-            print(f"\nstopped after {cal.count} pose(s)")
-        print(cal.result().report())
-        return 0
-    except (RuntimeError, ValueError, KeyError) as e:
-        print(f"calibrate-camera: {e}")
-        return 1
-    finally:
-        executor.shutdown()
-        spinner.join(5.0)  # never exit with the spin thread inside rcl (the process would abort)
-        node.destroy_node()
-        rclpy.try_shutdown()
+            cal = CameraCalibrator(node, profile, args.camera, args.arm, args.marker_id, args.marker_size,
+                                   args.marker_offset, args.dictionary, info_topic=args.info_topic,
+                                   joint_topics=args.joint_topic)
+            if args.auto:
+                print(f"auto: a pose is recorded whenever {args.arm} has been still {STILL_S:g} s with marker "
+                      f"{args.marker_id} in view of {args.camera}, {MIN_MOVE_M * 100:g} cm or more from the last; "
+                      f"Ctrl-C stops early")
+            try:
+                collect(cal, args.poses, args.auto)
+            except (KeyboardInterrupt, EOFError):
+                print(f"\nstopped after {cal.count} pose(s)")
+            print(cal.result().report())
+            return 0
+        except (RuntimeError, ValueError, KeyError) as e:
+            print(f"calibrate-camera: {e}")
+            return 1

@@ -15,13 +15,12 @@ import time
 from typing import Callable, Optional
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 
 from emu_ros.core.profile import GripperSpec, RobotProfile, load_profile
+from emu_ros.ros.node_utils import background_node
 
 FRACTIONS = {"empty_below": 0.2, "released_above": 0.8, "closed_above": 0.9}
 
@@ -106,20 +105,10 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=1.5, help="averaging time per position")
     args = p.parse_args(argv)
     profile = load_profile(args.profile)
-    rclpy.init()
-    node = Node("emu_calibrate_gripper")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        print(calibrate(node, profile, args.gripper, args.seconds, topic=args.topic))
-        return 0
-    except (RuntimeError, KeyError) as e:
-        print(f"calibrate-gripper: {e}")
-        return 1
-    finally:
-        executor.shutdown()
-        spinner.join(5.0)  # never exit with the spin thread inside rcl (the process would abort)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with background_node("emu_calibrate_gripper") as node:
+        try:
+            print(calibrate(node, profile, args.gripper, args.seconds, topic=args.topic))
+            return 0
+        except (RuntimeError, KeyError) as e:
+            print(f"calibrate-gripper: {e}")
+            return 1

@@ -1,9 +1,10 @@
 """Small rclpy helpers shared by the emu_ros nodes: declared parameters, worker threads, main()."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -75,3 +76,31 @@ def spin_nodes(nodes: Sequence, threads: int = 4, after: Optional[Callable[[], N
                 logging.getLogger(__name__).warning("destroy_node failed: %s", e)
         rclpy.try_shutdown()
     return 0
+
+
+@contextlib.contextmanager
+def background_node(name: str, signal_handlers: bool = True) -> Iterator:
+    """rclpy initialised, one node spun by a background thread, all torn down on exit: for command-line
+    helpers (calibrate-*) whose main thread talks to the user while callbacks keep arriving.
+
+    `signal_handlers=False` keeps Ctrl-C a KeyboardInterrupt in the main thread (rclpy's own handler
+    would shut the context down under the spinning thread), so a helper can still use what it has.
+    """
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions  # Humble's rclpy.init takes signal_handler_options
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO)
+    node = Node(name)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        spinner.join(5.0)  # never exit with the spin thread inside rcl (the process would abort)
+        node.destroy_node()
+        rclpy.try_shutdown()
+

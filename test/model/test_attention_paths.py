@@ -7,6 +7,7 @@ from torch import Tensor
 from emu_ros.model import (DecodeSession, Emu3Config, Emu3ForCausalLM, GenerationConfig, SamplingParams, SpecialIds,
                            build_prompt, build_unconditional_prompt, generate)
 from emu_ros.model import modeling_emu3 as m
+from small_models import random_model  # test/helpers
 
 TOL = 1e-4
 DIFFS: dict[str, float] = {}     # case -> max |dispatch - masked|, printed by the last test (pytest -s)
@@ -16,15 +17,7 @@ def small_model(n_heads: int = 4, n_kv_heads: int = 2) -> Emu3ForCausalLM:
     cfg = Emu3Config(vocab_size=151854 + 64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                      num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, head_dim=32,
                      max_position_embeddings=256)
-    torch.manual_seed(0)
-    model = Emu3ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0, 0.05)
-    return model
+    return random_model(cfg, seed=0)
 
 
 def prefill(model: Emu3ForCausalLM, lengths: list[int], seed: int = 1) -> Tensor:

@@ -5,6 +5,7 @@ import torch
 
 from emu_ros.model import Emu3Config, Emu3ForCausalLM, preset_config
 from emu_ros.model.modeling_emu3 import apply_rope, rope_cos_sin, rope_inv_freq
+from small_models import random_model  # test/helpers
 
 
 def small_config(**kw) -> Emu3Config:
@@ -15,15 +16,7 @@ def small_config(**kw) -> Emu3Config:
 
 
 def build(cfg: Emu3Config, seed: int = 0) -> Emu3ForCausalLM:
-    torch.manual_seed(seed)
-    model = Emu3ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0, 0.05)
-    return model
+    return random_model(cfg, seed)
 
 
 @torch.no_grad()
