@@ -194,7 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               for k in kinds) + " | success = simulator reward 4 (scoring only)")
     print(format_table(rows))
     if any(r.position_error for r in rows):
-        print("\ncamera perception, position error against the simulator's truth (every estimate a skill used):")
+        print("\ncamera perception, position error against the simulator's truth (every camera estimate a skill used;"
+              "\nan object in a gripper is tracked by the arm's kinematics from its grasp, not measured here):")
         print(format_accuracy(rows))
     if args.json:
         payload = [r.to_json() for r in rows] if len(rows) > 1 else rows[0].to_json()
