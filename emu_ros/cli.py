@@ -30,7 +30,8 @@ VERBS = {
 
 def usage() -> str:
     lines = ["usage: emu-ros <verb> [options]   (emu-ros <verb> --help for the verb's options)", "", "verbs:"]
-    lines += [f"  {v:<12} {h}" for v, (_, h) in VERBS.items()]
+    width = max(len(v) for v in VERBS) + 2
+    lines += [f"  {v:<{width}}{h}" for v, (_, h) in VERBS.items()]
     return "\n".join(lines)
 
 
