@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_lm(args.model_dir, device=device, dtype=dtype)
     else:
         model = random_model(config, device, dtype)
-    vocab_ids = SpecialIds(eos=config.eos_token_id, boi=config.boi_token_id, eoi=config.eoi_token_id,
-                           img=config.img_token_id, eol=config.eol_token_id,
-                           first_visual=config.first_visual_token_id, codebook_size=config.codebook_size,
-                           digits={})
+    vocab_ids = config_special_ids(config)
     gen_cfg = GenerationConfig(cfg_scale=3.0 if args.batch == 2 else 1.0, seed=0,
                                max_new_tokens=args.tokens + args.warmup + 2,
                                image=SamplingParams(10240, 1.0, 1.0), compile=args.compile)
@@ -124,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for _ in range(args.warmup):
         logits = step(logits)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(args.tokens):
         logits = step(logits)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     ms = 1000 * seconds / args.tokens
     result = {"ms_per_token": ms, "tokens_per_s": 1000 / ms, "device": _device_name(device), "dtype": args.dtype,
@@ -153,9 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a timing boundary); nothing on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def config_special_ids(config: Emu3Config) -> SpecialIds:
+    """The special ids a random-weight benchmark needs, from the config (no tokenizer files)."""
+    return SpecialIds(eos=config.eos_token_id, boi=config.boi_token_id, eoi=config.eoi_token_id,
+                      img=config.img_token_id, eol=config.eol_token_id, first_visual=config.first_visual_token_id,
+                      codebook_size=config.codebook_size, digits={})
 
 
 def _device_name(device: torch.device) -> str:

@@ -20,22 +20,11 @@ from pathlib import Path
 
 import torch
 
-from emu_ros.bench.decode import hbm_bandwidth, random_model
+from emu_ros.bench.decode import config_special_ids, hbm_bandwidth, random_model, sync
 from emu_ros.model.configuration_emu3 import preset_config
 from emu_ros.model.generation import DecodeSession, GenerationConfig, SamplingParams, SpecialIds, sample
 from emu_ros.model.memory_plan import StepShape, image_tokens, plan_step
 from emu_ros.model.modeling_emu3 import attention_paths, reset_attention_paths
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def special_ids(config) -> SpecialIds:
-    return SpecialIds(eos=config.eos_token_id, boi=config.boi_token_id, eoi=config.eoi_token_id,
-                      img=config.img_token_id, eol=config.eol_token_id, first_visual=config.first_visual_token_id,
-                      codebook_size=config.codebook_size, digits={})
 
 
 def prompts(config, shape: StepShape, scale: float) -> tuple:
@@ -89,7 +78,7 @@ def main(argv=None) -> int:
     model = random_model(config, device, dtype)
     sync(device)
     out["build_s"] = round(time.perf_counter() - t0, 1)
-    ids = special_ids(config)
+    ids = config_special_ids(config)
     cond, uncond = prompts(config, shape, scale)
     cfg = GenerationConfig(cfg_scale=3.0, seed=0, max_new_tokens=args.decode_tokens + 2 * shape.step_image_tokens,
                            image=SamplingParams(10240, 1.0, 1.0))

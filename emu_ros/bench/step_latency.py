@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emu_ros.bench.decode import hbm_bandwidth, random_model
+from emu_ros.bench.decode import hbm_bandwidth, random_model, sync
 from emu_ros.model.configuration_emu3 import preset_config
 from emu_ros.model.dida import DiDAConfig, DiDAImageDecoder
 from emu_ros.model.generation import (ARImageDecoder, DecodeSession, GenerationConfig, SamplingParams, SpecialIds,
@@ -57,11 +57,6 @@ def bf16_peak(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in BF16_PEAK.items() if k in name), None)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def image_ids(ids: SpecialIds, codes: np.ndarray) -> list[int]:

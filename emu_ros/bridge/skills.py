@@ -35,7 +35,7 @@ from emu_ros.bridge.skill_geometry import SkillDefaults, SkillError, frame
 from emu_ros.bridge.skills_contact import ContactSkills
 from emu_ros.bridge.skills_gripper import GripperSkills
 from emu_ros.bridge.skills_pick_place import PickPlaceSkills
-from emu_ros.core.kinematics import SerialChain
+from emu_ros.core.kinematics import SerialChain, yaw_from_rotation
 from emu_ros.core.profile import ArmSpec, RobotProfile
 from emu_ros.core.protocols import ObjectEstimate, Perception, PerceptionError, RobotAdapter, SkillCall, SkillExecution
 from emu_ros.core.types import CancelToken
@@ -194,9 +194,7 @@ class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSk
             if not self._holds_something(a.gripper):
                 return None  # slipped or missed: the camera must find it again
             p, R = self._tool(a)
-            R_obj = R @ rec[2]
-            k = int(np.argmin(np.abs(R_obj[2, :])))  # the most horizontal object axis gives the yaw (mod pi/2)
-            return p + R @ rec[1], float(np.arctan2(R_obj[1, k], R_obj[0, k])), body
+            return p + R @ rec[1], yaw_from_rotation(R @ rec[2]), body
         return None
 
     def _names(self, phrase: str, body: str) -> bool:

@@ -50,6 +50,17 @@ def rotation_error(R_current: np.ndarray, R_target: np.ndarray) -> np.ndarray:
     return v * (angle / (2.0 * np.sin(angle)))
 
 
+def yaw_from_rotation(R: np.ndarray) -> float:
+    """Yaw of an object about world z, taken from whichever body axis is most horizontal.
+
+    A cube knocked over lies on another face, so its x axis may point up; a horizontal axis still
+    gives the yaw of its vertical faces (mod pi/2 for a cube).
+    """
+    k = int(np.argmin(np.abs(R[2, :])))
+    a = R[:, k]
+    return float(np.arctan2(a[1], a[0]))
+
+
 @dataclass(frozen=True)
 class JointSpec:
     """One joint, URDF style: its frame sits at `origin_xyz/rpy` in the previous frame."""

@@ -115,7 +115,6 @@ class CameraPerception:
         self.detector = detector or make_detector(spec)
         self.present = tuple(present) if present is not None else None
         self.name = f"camera-{self.detector.name}"
-        self.last: dict = {}  # object -> the Estimate last returned (for the position-error benchmark)
 
     def resolve(self, phrase: str) -> Optional[ObjectSpec]:
         return self.spec.resolve(phrase, self.present)
@@ -136,7 +135,6 @@ class CameraPerception:
         if best.confidence < self.spec.min_confidence:
             raise PerceptionError(f"the {o.name} was seen with confidence {best.confidence:.2f} < min_confidence "
                                   f"{self.spec.min_confidence:.2f}: {best.describe()}", "low_confidence")
-        self.last[o.name] = best
         log.debug("%s located %s at %s: %s", self.name, o.name, np.round(best.position, 4), best.describe())
         return ObjectEstimate(name=o.name, position=tuple(float(v) for v in best.position), yaw=best.yaw,
                               confidence=best.confidence, source=f"{self.name}:{best.camera}")

@@ -7,7 +7,7 @@ metres with NaN where there is no reading, so the estimator has one rule for inv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -78,12 +78,3 @@ class RGBDSource(Protocol):
     the camera and what is missing (no frame, stale, no camera_info, bad depth)."""
 
     def rgbd(self, cameras: Sequence[str]) -> Mapping[str, RGBDFrame]: ...
-
-
-def frame_from_arrays(camera: str, rgb: np.ndarray, depth_m: np.ndarray, intrinsics: CameraIntrinsics,
-                      T_base_camera: Optional[RigidTransform], stamp: float = 0.0) -> RGBDFrame:
-    """Build a frame, naming the missing transform instead of assuming the camera sits at the base."""
-    if T_base_camera is None:
-        raise ValueError(f"camera {camera!r} has no camera-to-base transform: set cameras[].to_base in the robot "
-                         f"profile (measure it with `emu-ros calibrate-camera`)")
-    return RGBDFrame(camera, rgb, depth_m, intrinsics, T_base_camera, stamp)

@@ -75,24 +75,34 @@ class PulledGroup(CallbackGroup):
         """Never reached: no execution of these entities ever begins."""
 
 
-def _never_called(msg) -> None:
-    raise RuntimeError("camera subscriptions are pulled by the CameraHub, never run by an executor")
+def never_called(msg) -> None:
+    """The callback of a pulled subscription (a PulledGroup's): no executor ever runs it."""
+    raise RuntimeError("pulled subscriptions are taken on demand, never run by an executor")
+
+
+def take_message(sub) -> Optional[tuple]:
+    """(message, rmw message info or None) of the oldest waiting message of a pulled subscription,
+    or None: the subscription handle's take, as rclpy's executors do."""
+    with sub.handle:
+        got = sub.handle.take_message(sub.msg_type, sub.raw)
+    if got is None:
+        return None
+    return got if isinstance(got, tuple) else (got, None)
 
 
 def take_latest(node, sub, camera: str, hub: CameraHub) -> Optional[TakenMessage]:
     """Take the newest waiting message of `sub` (None if none), with its stamp and how long it waited.
 
-    Uses the subscription handle's take, as rclpy's executors do. Bad headers are reported to the hub.
+    Bad headers are reported to the hub.
     """
     try:
-        with sub.handle:
-            got = sub.handle.take_message(sub.msg_type, sub.raw)
+        got = take_message(sub)
     except Exception as e:  # noqa: BLE001 - a failed take (shutting down, rmw error) is "no frame", reported
         hub.report_error(camera, f"take failed: {e}")
         return None
     if got is None:
         return None
-    msg, info = got if isinstance(got, tuple) else (got, None)
+    msg, info = got
     try:
         stamp = from_time(msg.header.stamp)
     except (ValueError, AttributeError, TypeError) as e:
@@ -115,7 +125,7 @@ def subscribe_cameras(node, hub: CameraHub, cameras: Iterable[CameraSpec]) -> li
     group = PulledGroup()
     subs = []
     for cam in cameras:
-        sub = node.create_subscription(Image, cam.topic, _never_called, CAMERA_QOS, callback_group=group)
+        sub = node.create_subscription(Image, cam.topic, never_called, CAMERA_QOS, callback_group=group)
         hub.add_source(cam.name, functools.partial(take_latest, node, sub, cam.name, hub), camera_converter(cam))
         subs.append(sub)
     return subs

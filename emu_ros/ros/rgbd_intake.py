@@ -24,7 +24,7 @@ from emu_ros.core.profile import CameraSpec, RobotProfile
 from emu_ros.core.protocols import CameraUnavailable
 from emu_ros.perception.geometry import CameraIntrinsics, RigidTransform
 from emu_ros.perception.rgbd import DepthError, RGBDFrame, depth_to_metres
-from emu_ros.ros.camera_intake import CAMERA_QOS, PulledGroup
+from emu_ros.ros.camera_intake import CAMERA_QOS, PulledGroup, never_called, take_message
 from emu_ros.ros.conversions import from_time
 from emu_ros.ros.image_conversion import ImageConversionError, image_to_numpy
 
@@ -52,12 +52,9 @@ def depth_image(msg) -> np.ndarray:
 def _take_newest(sub):
     """The newest waiting message of a pulled subscription, or None."""
     newest = None
-    while True:
-        with sub.handle:
-            got = sub.handle.take_message(sub.msg_type, sub.raw)
-        if got is None:
-            return newest
-        newest = got[0] if isinstance(got, tuple) else got
+    while (got := take_message(sub)) is not None:
+        newest = got[0]
+    return newest
 
 
 class RosRGBDSource:
@@ -79,8 +76,9 @@ class RosRGBDSource:
             if self.problems[cam]:
                 node.get_logger().error(f"camera perception: {self.problems[cam]}")
                 continue
-            self._subs[cam] = (node.create_subscription(Image, spec.depth_topic, _never, CAMERA_QOS, callback_group=group),
-                               node.create_subscription(CameraInfo, spec.info_topic, _never, CAMERA_QOS,
+            self._subs[cam] = (node.create_subscription(Image, spec.depth_topic, never_called, CAMERA_QOS,
+                                                        callback_group=group),
+                               node.create_subscription(CameraInfo, spec.info_topic, never_called, CAMERA_QOS,
                                                         callback_group=group))
 
     @staticmethod
@@ -158,7 +156,3 @@ class RosRGBDSource:
             for s in subs:
                 self.node.destroy_subscription(s)
         self._subs.clear()
-
-
-def _never(msg) -> None:
-    raise RuntimeError("depth/camera_info subscriptions are pulled on demand, never run by an executor")

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from emu_ros.core.kinematics import yaw_from_rotation
 from emu_ros.core.protocols import ObjectEstimate, PerceptionError
 from emu_ros.sim.aloha_env import AlohaSim
 
@@ -25,17 +26,6 @@ ALIASES = {
     "insertion": {"peg": ("red peg", "peg", "red_peg", "red stick", "stick"),
                   "socket": ("blue socket", "socket", "blue_socket", "blue box", "tube", "hole")},
 }
-
-
-def yaw_from_rotation(R: np.ndarray) -> float:
-    """Yaw of an object about world z, taken from whichever body axis is most horizontal.
-
-    A cube knocked over lies on another face, so its x axis may point up; a horizontal axis still
-    gives the yaw of its vertical faces (mod pi/2 for a cube).
-    """
-    k = int(np.argmin(np.abs(R[2, :])))
-    a = R[:, k]
-    return float(np.arctan2(a[1], a[0]))
 
 
 class GroundTruthPerception:

@@ -31,7 +31,6 @@ class SimRGBDSource:
         self.size = (int(size[0]), int(size[1]))
         self._cache: dict = {}
         self._lock = threading.Lock()
-        self.renders = 0
 
     def frame(self, camera: str) -> RGBDFrame:
         if self.images is not None and self.images.unavailable(camera):
@@ -43,7 +42,6 @@ class SimRGBDSource:
             return hit
         h, w = self.size
         rgb, depth, fovy, pos, xmat = self.sim.render_rgbd(camera, h, w)
-        self.renders += 1
         f = RGBDFrame(camera=camera, rgb=rgb, depth=depth, intrinsics=CameraIntrinsics.from_fovy(fovy, w, h),
                       T_base_camera=RigidTransform(xmat @ MJ_TO_OPTICAL, pos), stamp=self.sim.time)
         with self._lock:
