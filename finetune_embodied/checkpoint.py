@@ -1,21 +1,23 @@
-"""Training checkpoints: the official Emu3.5 model directory plus everything needed to resume exactly.
+"""Training checkpoints: a sharded resume state every rank writes its part of, and the official export.
 
 Layout (``output_dir/checkpoints/``)::
 
     step_000050/
-      Emu3.5/                   config.json, generation_config.json, model-0000i-of-0000n.safetensors,
-                                model.safetensors.index.json, emu3.tiktoken, emu3_vision_tokens.txt
-                                -> loads with emu_ros.model.load_lm(step_000050/Emu3.5); LoRA adapters merged in
-      training_state.pt         optimizer, scheduler, RNG states (python, numpy, torch, cuda), step, micro-batches
-                                consumed, and the unmerged LoRA adapters (a LoRA resume must not re-merge)
-      trainer_state.json        step, metrics so far (human-readable)
-      train_config.yaml         the resolved config of the run
+      state/                    torch.distributed.checkpoint (DCP): the trainable weights (all of them for a
+                                full fine-tune, the adapters for LoRA; frozen base weights come from model_dir)
+                                and the optimizer state, each rank writing its own shards; DCP re-shards on
+                                load, so a run resumes on a different number of ranks
+      trainer_state.pt          step, micro-batches consumed, scheduler, metrics, every rank's RNG states
+      trainer_state.json        the same, human-readable (no RNG)
+      train_config.yaml         the resolved config of the run (checked on resume)
+      Emu3.5/                   official layout (config.json, shards + index, tokenizer files, dida_config.json
+                                for DiDA): at the last step, or at every save with export_every_save;
+                                LoRA adapters merged in -> loads with emu_ros.model.load_lm
     latest                      name of the newest complete checkpoint
 
-A checkpoint is written to a hidden temporary folder and renamed when complete, and ``latest`` is replaced
-atomically, so a crash mid-save leaves the previous checkpoint as the resume point.
+Everything is written into a hidden temporary folder that is renamed when complete, and ``latest`` is
+replaced atomically, so a crash mid-save leaves the previous checkpoint as the resume point.
 """
-
 from __future__ import annotations
 
 import json
@@ -23,19 +25,30 @@ import logging
 import os
 import random
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
+
+from .distributed import Ranks, barrier, gather_objects
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 LM_DIR = "Emu3.5"
-STATE_FILE = "training_state.pt"
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.pt"
+CONFIG_FILE = "train_config.yaml"
 LATEST_FILE = "latest"
 COPIED_FILES = ("generation_config.json", "emu3.tiktoken", "emu3_vision_tokens.txt")
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot continue this run (another model, objective, dataset or batch)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,43 +68,88 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor], lm_config, source_lm_dir: Path,
-                    training_state: dict[str, Any], trainer_state: dict[str, Any], config_yaml: str,
-                    keep: int, num_shards: int = 1, lm_dir_hook: Callable[[Path], None] | None = None) -> Path:
-    """Write checkpoint ``step`` (official LM dir + resume state), point ``latest`` at it, prune old ones.
+@contextmanager
+def _single_process_quiet(ranks: Ranks):
+    """DCP warns that it assumes one process when there is no process group: that is the intent here."""
+    with warnings.catch_warnings():
+        if not ranks.distributed:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
-    ``lm_dir_hook(lm_dir)`` may add files to the model directory before the checkpoint becomes visible.
+
+def _state_options(loading: bool = False):
+    """Only trainable tensors (frozen base weights come from model_dir). On load, DCP itself fails on a key the
+    checkpoint lacks, so the module load may skip the frozen keys (strict=False) without hiding a gap."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, strict=not loading)
+
+
+def save_checkpoint(output_dir: Path, step: int, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    trainer_state: dict[str, Any], config_yaml: str, ranks: Ranks, keep: int,
+                    export: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint ``step`` (collective: every rank calls it), point ``latest`` at it, prune old ones.
+
+    ``export(lm_dir)`` (also collective) writes the official model directory into the checkpoint.
     """
-    from emu_ros.model.random_checkpoint import write_sharded_safetensors
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = Path(output_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
     tmp = root / f".tmp_{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    lm_dir = tmp / LM_DIR
-    lm_dir.mkdir(parents=True)
-    lm_config.save(lm_dir / "config.json")
-    write_sharded_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, lm_dir, num_shards)
-    for file in COPIED_FILES:
-        if (Path(source_lm_dir) / file).is_file():
-            shutil.copy2(Path(source_lm_dir) / file, lm_dir / file)
-    if lm_dir_hook is not None:
-        lm_dir_hook(lm_dir)
-    torch.save(training_state, tmp / STATE_FILE)
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
-    (tmp / "train_config.yaml").write_text(config_yaml, encoding="utf-8")
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    pointer = root / f".{LATEST_FILE}.tmp"
-    pointer.write_text(name, encoding="utf-8")
-    os.replace(pointer, root / LATEST_FILE)
-    _prune(root, keep)
-    log.info("saved checkpoint %s", final)
-    return final
+    if ranks.rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / STATE_DIR).mkdir(parents=True)
+    barrier(ranks)
+    model_state, optim_state = get_state_dict(objective, optimizer, options=_state_options())
+    with _single_process_quiet(ranks):
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / STATE_DIR))
+    rngs = gather_objects(ranks, rng_state())
+    if export is not None:
+        export(tmp / LM_DIR)
+    if ranks.rank == 0:
+        torch.save({**trainer_state, "rng": rngs, "world": ranks.world}, tmp / TRAINER_STATE)
+        readable = {k: v for k, v in trainer_state.items() if k not in ("scheduler",)}
+        (tmp / "trainer_state.json").write_text(json.dumps({**readable, "world": ranks.world}, indent=1,
+                                                           default=str), encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        pointer = root / f".{LATEST_FILE}.tmp"
+        pointer.write_text(name, encoding="utf-8")
+        os.replace(pointer, root / LATEST_FILE)
+        _prune(root, keep)
+        log.info("saved checkpoint %s", final)
+    barrier(ranks)
+    return root / name
+
+
+def load_checkpoint(checkpoint: Path, objective: nn.Module, optimizer: torch.optim.Optimizer,
+                    ranks: Ranks) -> dict[str, Any]:
+    """Load the sharded state into the (possibly differently sharded) objective and optimizer, restore
+    this rank's RNG (rank 0's when the checkpoint had fewer ranks) and return the trainer state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(objective, optimizer, options=_state_options())
+    state = {"model": model_state, "optim": optim_state}
+    with _single_process_quiet(ranks):
+        dcp.load(state, checkpoint_id=str(checkpoint / STATE_DIR))
+    set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_state_options(loading=True))
+    trainer = load_trainer_state(checkpoint)
+    rngs = trainer.pop("rng")
+    set_rng_state(rngs[ranks.rank] if ranks.rank < len(rngs) else rngs[0])
+    return trainer
+
+
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The small, replicated part of a checkpoint (trusted local file written by save_checkpoint)."""
+    return torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=False)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -109,12 +167,23 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = root / pointer.read_text(encoding="utf-8").strip()
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{pointer} points at {path}, which has no {STATE_FILE}; delete {pointer} to "
-                                "start over or restore the checkpoint")
+    if not (path / TRAINER_STATE).is_file() or not (path / STATE_DIR).is_dir():
+        raise ResumeError(f"{pointer} points at {path}, which has no {TRAINER_STATE} or {STATE_DIR}/; delete "
+                          f"{pointer} to start over or restore the checkpoint")
     return path
 
 
-def load_training_state(checkpoint: Path) -> dict[str, Any]:
-    """The resume state of a checkpoint (trusted local file written by save_checkpoint)."""
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+def write_model_dir(lm_dir: Path, weights: dict[str, torch.Tensor], lm_config, source_lm_dir: Path,
+                    num_shards: int, extra: Callable[[Path], None] | None = None) -> Path:
+    """The official Emu3.5 layout: config.json, safetensors shards + index, the tokenizer files."""
+    from emu_ros.model.random_checkpoint import write_sharded_safetensors
+
+    lm_dir.mkdir(parents=True, exist_ok=True)
+    lm_config.save(lm_dir / "config.json")
+    write_sharded_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, lm_dir, num_shards)
+    for file in COPIED_FILES:
+        if (Path(source_lm_dir) / file).is_file():
+            shutil.copy2(Path(source_lm_dir) / file, lm_dir / file)
+    if extra is not None:
+        extra(lm_dir)
+    return lm_dir

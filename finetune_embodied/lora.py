@@ -1,7 +1,9 @@
-"""A small LoRA for the Emu3.5 decoder's attention/MLP projections (PEFT is not needed).
+"""The project's one LoRA, for the Emu3.5 decoder's attention/MLP projections (PEFT is not used).
 
-Why our own: PEFT is optional in this env, and ours keeps the official tensor names: ``q_proj.weight`` stays the
-frozen base matrix, the adapter adds ``q_proj.lora_A`` / ``q_proj.lora_B``. ``merged_state_dict`` folds the adapters
+Why our own rather than PEFT: it keeps the official tensor names (``q_proj.weight`` stays the frozen base
+matrix, the adapter adds ``q_proj.lora_A`` / ``q_proj.lora_B``), it is built on the meta device and
+sharded by FSDP2 like every other weight, and its initial values are seeded per tensor name
+(``adapter_init``), so 1 rank and 8 ranks start from the same adapters. ``merged_state_dict`` folds the adapters
 in (W + scale * B @ A) and drops them, which gives exactly the official checkpoint keys for ``load_lm``.
 Reference: Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models" (B starts at zero, so training
 starts from the base model's function; scale = alpha / rank).
@@ -10,6 +12,7 @@ starts from the base model's function; scale = alpha / rank).
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -40,17 +43,18 @@ class LoraConfig:
 class LoraLinear(nn.Module):
     """``y = x W^T + scale * dropout(x) A^T B^T``; ``weight`` is the (frozen) base nn.Linear weight."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if base.bias is not None:
             raise ValueError("Emu3.5 projections have no bias; LoraLinear does not handle one")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.weight.requires_grad_(False)
-        dev, dtype = base.weight.device, torch.float32
+        dev = base.weight.device
+        # values come from init_adapters (seeded per module name, the same on any number of ranks)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=dev, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=dev, dtype=dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -66,14 +70,19 @@ class LoraLinear(nn.Module):
         return (self.weight.float() + delta).to(self.weight.dtype)
 
 
-def apply_lora(model: nn.Module, cfg: LoraConfig) -> list[str]:
-    """Freeze the model and replace target Linear layers with LoraLinear; returns the replaced module names."""
+def apply_lora(model: nn.Module, cfg: LoraConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> list[str]:
+    """Freeze the model and replace target Linear layers with LoraLinear; returns the replaced module names.
+
+    On a meta-device model the adapters stay unallocated; materialise, then fill them with ``adapter_init``.
+    ``dtype``: the adapters' dtype (FSDP2 needs one dtype per sharded unit, so sharded runs pass the
+    weights' dtype; a single process keeps fp32 adapters).
+    """
     model.requires_grad_(False)
     replaced = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if child_name in cfg.targets and isinstance(child, nn.Linear):
-                setattr(module, child_name, LoraLinear(child, cfg.rank, cfg.alpha, cfg.dropout))
+                setattr(module, child_name, LoraLinear(child, cfg.rank, cfg.alpha, cfg.dropout, dtype))
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     if not replaced:
         raise ValueError(f"no nn.Linear named {cfg.targets} found; check LoraConfig.targets")
@@ -81,7 +90,28 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> list[str]:
         for name, p in model.named_parameters():
             if name.endswith("embed_tokens.weight") or name.endswith("lm_head.weight"):
                 p.requires_grad_(True)
+    if not any(p.is_meta for p in model.parameters()):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if ".lora_" in name:
+                    p.copy_(adapter_init(name, p.shape, seed))
     return replaced
+
+
+def adapter_init(name: str, shape: tuple[int, ...] | torch.Size, seed: int) -> Tensor:
+    """Initial value of adapter tensor ``name`` (LM-relative, e.g. ``model.layers.0.self_attn.q_proj.lora_A``).
+
+    A: Kaiming-uniform with a = sqrt(5) (bound 1 / sqrt(in_features), as nn.Linear), from a generator seeded
+    by the seed and the name, so every rank count and shard layout starts from the same adapters; B: zeros,
+    so training starts from the base model's function.
+    """
+    if name.endswith("lora_B"):
+        return torch.zeros(shape)
+    if not name.endswith("lora_A"):
+        raise KeyError(f"{name} is not a LoRA adapter tensor")
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2 ** 63))
+    bound = 1.0 / math.sqrt(shape[1])
+    return (torch.rand(tuple(shape), generator=gen) * 2 - 1) * bound
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:

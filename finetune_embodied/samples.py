@@ -71,6 +71,9 @@ class TokenSample:
     first_step: int
     text_spans: list[tuple[int, int]] = field(default_factory=list)
     """[start, end) token positions of each step text in input_ids (the tokens that must be predicted)."""
+    uncond: TokenSample | None = None
+    """The same answer after the official unconditional prompt (trained in its place with probability
+    cond_dropout, so classifier-free guidance has an unconditional branch to use); None = none."""
 
     def __len__(self) -> int:
         return len(self.input_ids)

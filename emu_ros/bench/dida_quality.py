@@ -3,8 +3,10 @@
 Task (``emu_ros.model.synthetic_task.MoveTask``): a 6 x 6 token-grid table with two coloured blocks; "Move the red block
 left." determines the next image exactly; "... sideways." has two valid answers (left or right).
 Steps, all on the CPU with one thread: write a random checkpoint in the official layout (Emu3.5
-vocabulary and special ids, small widths), train it autoregressively, copy it and DiDA-adapt the copy
-with mask noise and (separately) with uniform noise, then decode held-out prompts through the real
+vocabulary and special ids, small widths), train it autoregressively, then DiDA-adapt the exported AR
+model with mask noise and (separately) with uniform noise — both through the one trainer,
+``finetune_embodied.train`` (``--objective ar``, then ``--objective dida``, ``--data
+synthetic:move-block``, compact vocabulary) — then decode held-out prompts through the real
 runtime (``generate`` with the official prompts, CFG rows and sampling settings) with the AR decoder
 and with ``DiDAImageDecoder`` at K = 1, 2, 4, 8. Reported per decoder: image-token accuracy and
 exact-image rate on the deterministic prompts, pixel error of the rendered grids, the valid rate on
@@ -35,11 +37,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from finetune_embodied.checkpoint import LM_DIR, latest_checkpoint
+from finetune_embodied.config import from_dict
+from finetune_embodied.train import TrainConfig, Trainer
+
 from emu_ros.model.synthetic_task import MoveTask, Scene, pixel_mae, token_accuracy, valid
 from emu_ros.model.configuration_emu3 import PRESETS, Emu3Config
 from emu_ros.model.dida import DiDAConfig, DiDAImageDecoder
-from emu_ros.model.dida_train import (DiDAObjective, DiDATrainConfig, TrainArgs, save_adapted, task_vocab,
-                                      train_objective)
 from emu_ros.model.generation import ARImageDecoder, GenerationConfig, SamplingParams, SpecialIds, generate
 from emu_ros.model.loading import load_lm
 from emu_ros.model.random_checkpoint import write_random_checkpoint
@@ -97,42 +101,50 @@ def score(preds: list[np.ndarray], scenes: list[Scene]) -> dict[str, float]:
     return out
 
 
-def train(lm, examples, steps: int, args: argparse.Namespace, train_cfg: DiDATrainConfig, desc: str) -> dict:
-    """Train in place (compact vocabulary), merge the rows back; return the last step's metrics and seconds."""
-    lm.requires_grad_(True)
-    objective = DiDAObjective(lm, train=train_cfg, vocab=task_vocab(examples, lm.config))
+def train(model_dir: Path, run_dir: Path, objective: str, steps: int, lr: float, args: argparse.Namespace,
+          dida: dict | None = None) -> tuple[Path, dict]:
+    """One run of the trainer on the synthetic task; returns the exported model directory and a summary."""
+    cfg = from_dict(TrainConfig, {
+        "data": "synthetic:move-block", "model_dir": str(model_dir), "output_dir": str(run_dir),
+        "objective": objective, "dida": dida, "steps": steps, "batch_size": args.batch_size, "cond_dropout": 0.1,
+        "synthetic": {"examples": args.examples, "eval_examples": 32}, "eval_every": steps, "save_every": steps,
+        "keep_checkpoints": 1, "seed": args.seed, "device": "cpu", "param_dtype": "float32", "bf16": False,
+        "compact_vocab": True, "samples": {"max_length": 512},
+        "optim": {"lr": lr, "warmup_steps": 20, "min_lr_ratio": 0.0, "betas": [0.9, 0.95]}})
     start = time.perf_counter()
-    targs = TrainArgs(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup=20, cond_dropout=0.1, seed=args.seed)
-    history = train_objective(objective, examples, targs, torch.device("cpu"), desc=desc)
-    objective.merge_vocab()
-    lm.requires_grad_(False).eval()
-    tail = history[-20:]
-    return {"seconds": time.perf_counter() - start,
-            **{k: float(np.nanmean([h[k] for h in tail])) for k in ("loss", "noisy_ce", "text_ce", "visual_ce")}}
+    summary = Trainer(cfg).run()
+    tail = [h for h in summary_history(run_dir) if h["split"] == "train"][-20:]
+    return latest_checkpoint(run_dir) / LM_DIR, {
+        "seconds": time.perf_counter() - start, "loss": float(np.mean([h["loss"] for h in tail])),
+        "eval_loss": (summary["last_eval"] or {}).get("loss"), "trainer": "finetune_embodied.train",
+        "objective": objective, "steps": summary["step"]}
+
+
+def summary_history(run_dir: Path) -> list[dict]:
+    """The run's metrics.csv rows (train and eval)."""
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as fh:
+        return [{**row, "loss": float(row["loss"])} for row in csv.DictReader(fh)]
 
 
 def adapt_and_score(job: tuple) -> dict:
-    """DiDA-adapt the saved AR model with one noise type, decode the held-out prompts at every K."""
-    noise, ar_dir, args, scenes, passes = job
+    """DiDA-adapt the exported AR model with one noise type, decode the held-out prompts at every K."""
+    noise, ar_dir, work, args, scenes, passes = job
     torch.set_num_threads(args.threads)
-    lm = load_lm(ar_dir, dtype=torch.float32)
-    tok = load_tokenizer(ar_dir)
+    dida_dir, summary = train(ar_dir, work / f"dida-{noise}", "dida", args.steps_dida, args.dida_lr, args,
+                              {"noise": noise, "visual_weight": 0.5})
+    lm = load_lm(dida_dir, dtype=torch.float32)
+    tok = load_tokenizer(dida_dir)
     ids, task = SpecialIds.from_tokenizer(tok), MoveTask(tok)
-    examples = task.examples(args.examples, args.seed)
     image = SamplingParams(10240, 1.0, args.temperature)
-    d_args = argparse.Namespace(**{**vars(args), "lr": args.dida_lr})
-    entry = {"train": train(lm, examples, args.steps_dida, d_args,
-                            DiDATrainConfig(noise=noise, visual_weight=0.5, seed=args.seed + 1), f"DiDA-{noise}"),
-             "passes": {}}
+    entry = {"train": summary, "passes": {}}
     for k in passes:
         dcfg = DiDAConfig(noise=noise, passes=k)
         preds, sec = decode_all(lm, task, scenes, lambda: DiDAImageDecoder(dcfg), ids, args.cfg, image, args.seed)
         entry["passes"][str(k)] = {**score(preds, scenes), "forwards": k + 2, "ms_per_image": 1000 * sec}
     preds, _ = decode_all(lm, task, scenes, ARImageDecoder, ids, args.cfg, image, args.seed)
     entry["ar_after_adaptation"] = score(preds, scenes)
-    if args.out:
-        save_adapted(lm, lm.state_dict(), ar_dir, Path(args.out) / f"dida-{noise}" / "Emu3.5",
-                     DiDAConfig(noise=noise), torch.float32)
     return entry
 
 
@@ -152,7 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cfg", type=float, default=1.0, help="CFG scale at decoding (3.0 = deployment)")
     p.add_argument("--temperature", type=float, default=1.0, help="image sampling temperature (official 1.0)")
     p.add_argument("--passes", default=",".join(map(str, PASSES)))
-    p.add_argument("--out", type=Path, help="also save the AR and adapted checkpoints here (not for git)")
+    p.add_argument("--out", type=Path, help="keep the training runs (AR and adapted checkpoints) here (not for git)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -168,11 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="dida_quality_"))
     root = write_random_checkpoint(work / "random", Emu3Config.from_dict(dict(BENCH_MODEL)), seed=args.seed)
-    lm = load_lm(root / "Emu3.5", dtype=torch.float32)
     tok = load_tokenizer(root / "Emu3.5")
     ids = SpecialIds.from_tokenizer(tok)
     task = MoveTask(tok)
-    examples = task.examples(args.examples, args.seed)
     eval_rng = random.Random(10_000_019 + args.seed)
     scenes = [task.sample(eval_rng, multi=False) for _ in range(args.eval)] + \
              [task.sample(eval_rng, multi=True) for _ in range(args.eval_multi)]
@@ -180,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     hw = scenes[0].grid.shape
     n_vis = hw[0] * hw[1]
 
-    # 1. autoregressive training (next-token loss on the answer, visual weight 1)
-    ar_train = train(lm, examples, args.steps_ar, args,
-                     DiDATrainConfig(noisy_weight=0.0, visual_weight=1.0, seed=args.seed), "AR")
+    # 1. autoregressive training (next-token loss on the answer)
+    ar_dir, ar_train = train(root / "Emu3.5", work / "ar", "ar", args.steps_ar, args.lr, args)
+    lm = load_lm(ar_dir, dtype=torch.float32)
     preds, sec = decode_all(lm, task, scenes, ARImageDecoder, ids, args.cfg, image, args.seed)
     ar = {**score(preds, scenes), "forwards": 1 + n_vis, "ms_per_image": 1000 * sec, "train": ar_train}
     result = {"task": f"move-block {hw[0]}x{hw[1]}", "model": {k: BENCH_MODEL[k] for k in (
@@ -190,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         "cfg": args.cfg, "temperature": args.temperature, "eval_prompts": args.eval,
         "eval_multi_prompts": args.eval_multi, "ar": ar, "by_noise": {}}
 
-    # 2. DiDA adaptation of a copy, per noise type (one process per noise with --jobs 2: both CPU cores)
+    # 2. DiDA adaptation of the exported AR model, per noise type (one process per noise with --jobs 2)
     noises = ["mask", "uniform"] if args.noise == "both" else [args.noise]
-    ar_dir = save_adapted(lm, lm.state_dict(), root / "Emu3.5", work / "ar" / "Emu3.5", DiDAConfig(), torch.float32)
-    jobs = [(noise, ar_dir, args, scenes, passes) for noise in noises]
+    jobs = [(noise, ar_dir, work, args, scenes, passes) for noise in noises]
     if args.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor

@@ -3,7 +3,7 @@
 Emu3.5's Discrete Diffusion Adaptation (paper arXiv 2510.26583 §4.3) keeps text autoregressive and
 generates each image "initialised at once and progressively refined through a series of discrete
 denoising steps". BAAI published neither code nor weights, so this file is our implementation of
-the sampler for weights adapted by ``emu_ros.model.dida_train`` (see ../../reference notes in
+the sampler for weights adapted by ``finetune_embodied.train --objective dida`` (see ../../reference notes in
 ``shared/reference/dida-facts.md``). The paper does not say whether the noise is masking or uniform
 token replacement, so both are supported, selected by the ``dida_config.json`` stored with the
 weights:
@@ -18,7 +18,7 @@ weights:
 One pass = one forward of the image block ``[IMG] + body[:-1]`` (the body's row-end EOLs fixed,
 EOI excluded) placed right after the committed ``BOI "H*W"`` prefix: the block sees the prefix
 causally through the KV cache and itself bidirectionally. The AR shift is kept: the logit read at
-block index j predicts body token j (that is what ``dida_train`` trains). CFG runs every pass on
+block index j predicts body token j (that is what ``dida_objective`` trains). CFG runs every pass on
 the batched cond/uncond rows (same block tokens in both rows, ``cfg_logprobs`` as in the AR path).
 Only visual-token logits of visual slots are computed (N x codebook, not N x 282,926), and only
 a chunk of slots at a time (``sample_visual``): [2, 4,000, 131,072] fp32 would be ~4 GB. After the
@@ -84,7 +84,7 @@ class DiDAConfig:
     time_shift: float = 1.0
     """URSA's timestep shift lambda for the uniform path (t' = t / (t + lambda (1 - t))); 1 = none."""
     training: dict[str, Any] = field(default_factory=dict)
-    """Provenance written by dida_train (steps, loss weights, data); not used by the sampler."""
+    """Provenance written by the trainer (data, steps, loss weights); not used by the sampler."""
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_TYPES:
@@ -123,8 +123,8 @@ def load_dida_config(model_dir: str | Path) -> DiDAConfig:
         raise DiDAAdaptationRequired(
             f"{model_dir} has no {DIDA_CONFIG_FILE}: these weights are autoregressive only and need DiDA "
             f"adaptation before parallel image decoding (decoding them with DiDA would give garbage). Run "
-            f"python -m emu_ros.model.dida_train --model-dir {model_dir} --out ADAPTED_DIR --data DATA "
-            f"and load ADAPTED_DIR, or use decoder='ar'.")
+            f"python -m finetune_embodied.train --objective dida --model_dir {model_dir} --data DATASET "
+            f"--output_dir RUN and load RUN/checkpoints/<last step>/Emu3.5, or use decoder='ar'.")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -3,9 +3,11 @@
 After ``emu_ros.model.register_transformers()`` (or ``import emu_ros.model.hf``), ``AutoConfig.from_pretrained(dir)``
 and ``AutoModelForCausalLM.from_pretrained(dir)`` on an official Emu3.5 directory return
 ``Emu3HFConfig`` / ``Emu3HFForCausalLM``: the same modules and weights as our runtime (the
-decoder is our ``Emu3Model``), wrapped as a ``PreTrainedModel`` so PEFT LoRA, bitsandbytes
-4/8-bit loading and accelerate's ``device_map`` work. transformers' own ``generate`` is not
-supported; use ``emu_ros.model.generate``. Our fast path never imports this module's dependency.
+decoder is our ``Emu3Model``), wrapped as a ``PreTrainedModel`` so bitsandbytes 4/8-bit loading and
+accelerate's ``device_map`` work. transformers' own ``generate`` is not supported; use
+``emu_ros.model.generate``. Fine-tuning (LoRA included) is ``finetune_embodied.train`` with our one
+LoRA (``finetune_embodied.lora``: official tensor names, FSDP2-sharded, rank-independent init), not
+PEFT. Our fast path never imports this module's dependency.
 """
 
 from __future__ import annotations

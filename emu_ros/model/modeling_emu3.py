@@ -296,7 +296,7 @@ class Emu3Attention(nn.Module):
                 input_pos: Tensor | None, kv_len: int | None, path: str | None = None,
                 seqlens: Tensor | None = None) -> Tensor:
         """path/seqlens come from ``plan_cached_attention``; path None = the mask alone decides
-        (causal when None), as for the uncached forward and ``dida_train.masked_forward``."""
+        (causal when None), as for the uncached forward and ``dida_objective.masked_forward``."""
         b, t, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(b, t, self.n_heads, self.head_dim)).transpose(1, 2)     # [B, H, T, D]
         k = self.k_norm(self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)).transpose(1, 2)  # [B, Hkv, T, D]

@@ -17,7 +17,7 @@ sampling, CFG and DiDA's confidences read directly (its error is the one that fl
 DiDA slices ``lm_head.weight`` to project only the visual codebook.
 
 Quantized modules hold no float ``weight``: code that reads ``layer.mlp.up_proj.weight`` as a
-float matrix (training, LoRA merges, dida_train) needs an unquantized load.
+float matrix (training, LoRA merges, DiDA adaptation) needs an unquantized load.
 """
 
 from __future__ import annotations

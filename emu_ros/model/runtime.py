@@ -49,7 +49,7 @@ class Emu35Runtime:
                  dtype: torch.dtype = torch.bfloat16, vq_dtype: torch.dtype = torch.float32,
                  decoder: str = "ar", dida_passes: int | None = None, quantize: str | None = None) -> None:
         """decoder: "ar" (official token-by-token images) or "dida" (parallel passes; needs the model
-        directory's dida_config.json written by emu_ros.model.dida_train, checked before any weight loads).
+        directory's dida_config.json written by finetune_embodied.train --objective dida, checked before any weight loads).
         quantize: None, "int8" or "nf4" weight-only decoder Linears (``load_lm``; 34B: ~37 GB int8,
         ~22 GB nf4 + KV cache), checked before any weight loads."""
         model_dir = Path(model_dir)

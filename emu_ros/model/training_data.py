@@ -5,9 +5,7 @@ without importing each other.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass
@@ -18,17 +16,3 @@ class TrainExample:
     prompt_len: int
     uncond_ids: list[int] | None = None
     uncond_prompt_len: int | None = None
-
-
-def read_jsonl(path: Path) -> list[TrainExample]:
-    """Training sequences from a JSON-lines file (one JSON object a line: ids, prompt_len, optional uncond_ids and uncond_prompt_len)."""
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            if "ids" not in d or "prompt_len" not in d:
-                raise ValueError(f"{path}:{n}: each line needs 'ids' and 'prompt_len'")
-            out.append(TrainExample(d["ids"], d["prompt_len"], d.get("uncond_ids"), d.get("uncond_prompt_len")))
-    return out

@@ -10,13 +10,15 @@ import torch
 
 from finetune_embodied.checkpoint import latest_checkpoint
 from finetune_embodied.config import ConfigError, from_dict, parse_config
+from finetune_embodied.data import split_episodes
 from finetune_embodied.lora import LoraConfig, apply_lora, merged_state_dict
-from finetune_embodied.train import TrainConfig, Trainer, lr_lambda, split_episodes
+from finetune_embodied.train import TrainConfig, Trainer, lr_lambda
 
 
 def _cfg(dataset: Path, ckpt: Path, out: Path, **kw) -> TrainConfig:
-    base = {"dataset": str(dataset), "model_dir": str(ckpt / "Emu3.5"), "output_dir": str(out), "steps": 4,
+    base = {"data": str(dataset), "model_dir": str(ckpt / "Emu3.5"), "output_dir": str(out), "steps": 4,
             "batch_size": 1, "eval_every": 100, "save_every": 2, "keep_checkpoints": 0, "bf16": False,
+            "param_dtype": "float32",
             "optim": {"lr": 3e-3, "warmup_steps": 1}, "samples": {"image_area": 32 * 48}}
     base.update(kw)
     return from_dict(TrainConfig, base)
@@ -88,7 +90,7 @@ def test_lora_run_saves_loadable_merged_checkpoint(demo_dataset, tiny_checkpoint
 
 
 def test_dida_objective_trains(demo_dataset, tiny_checkpoint, tmp_path) -> None:
-    """--objective dida (emu_ros.model.dida_train.DiDAObjective) saves weights + dida_config.json."""
+    """--objective dida (emu_ros.model.dida_objective.DiDAObjective) saves weights + dida_config.json."""
     from emu_ros.model.dida import load_dida_config
 
     cfg = _cfg(demo_dataset, tiny_checkpoint, tmp_path / "dida", steps=2, objective="dida",
@@ -112,10 +114,10 @@ def test_schedule_and_split() -> None:
 
 def test_config_yaml_then_flags(tmp_path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text("dataset: /d\nsteps: 7\noptim:\n  lr: 0.5\nlora:\n  enabled: true\n")
+    path.write_text("data: /d\nsteps: 7\noptim:\n  lr: 0.5\nlora:\n  enabled: true\n")
     cfg = parse_config(TrainConfig, ["--config", str(path), "--optim.lr", "0.25", "--eval_episodes", "1", "2",
                                      "--segment.gripper_columns", "{left: 6, right: 13}"], "")
-    assert (cfg.dataset, cfg.steps, cfg.optim.lr, cfg.lora.enabled) == ("/d", 7, 0.25, True)
+    assert (cfg.data, cfg.steps, cfg.optim.lr, cfg.lora.enabled) == ("/d", 7, 0.25, True)
     assert cfg.eval_episodes == [1, 2] and cfg.segment.gripper_columns == {"left": 6, "right": 13}
     with pytest.raises(ConfigError, match="optim.lrr"):
         from_dict(TrainConfig, {"optim": {"lrr": 1}})
@@ -133,7 +135,7 @@ def test_torchrun_ddp_on_cpu(demo_dataset, tiny_checkpoint, tmp_path) -> None:
 
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "finetune_embodied.train", "--dataset", str(demo_dataset),
+           "-m", "finetune_embodied.train", "--data", str(demo_dataset), "--param_dtype", "float32",
            "--model_dir", str(tiny_checkpoint / "Emu3.5"), "--output_dir", str(out), "--steps", "2",
            "--batch_size", "1", "--save_every", "2", "--eval_every", "2", "--bf16", "false",
            "--samples.image_area", "1536", "--distributed.backend", "gloo", "--distributed.fsdp", "false"]

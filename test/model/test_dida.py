@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from emu_ros.model import (ARImageDecoder, DecodeSession, GenerationConfig, SamplingParams, SpecialIds, build_prompt,
-                           build_unconditional_prompt, cfg_logprobs, generate, image_token_ids, load_lm,
+                           build_unconditional_prompt, cfg_logprobs, generate, image_token_ids,
                            parse_image_block)
 from emu_ros.model.dida import (DIDA_CONFIG_FILE, DiDAAdaptationRequired, DiDAConfig, DiDAError, DiDAImageDecoder,
                                 guided_scores, image_block, load_dida_config, masked_after_pass, visual_scores)
-from emu_ros.model.dida_train import (IGNORE_INDEX, DiDAObjective, DiDATrainConfig, TrainArgs, TrainExample,
-                                      build_dida_mask, find_images, layout_row, main as train_main,
-                                      masked_forward, train_objective)
+from emu_ros.model.compact_vocab import CompactVocab
+from emu_ros.model.dida_objective import (IGNORE_INDEX, DiDAObjective, DiDATrainConfig, TrainExample,
+                                          build_dida_mask, find_images, layout_row, masked_forward)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_layout_copies_positions_and_targets(lm32, tok, prompts, noise):
     ids, labels = image_row(prompts[0] + ctx, codes, tok)
     spans = find_images(ids, tok.token_id("IMG"), tok.token_id("EOI"), tok.token_id("EOL"))
     assert [(s.height, s.width) for s in spans] == [(2, 2), (2, 3)]
-    row = layout_row(ids, labels, lm32.config, DiDATrainConfig(noise=noise, seed=1), torch.Generator().manual_seed(3))
+    row = layout_row(ids, labels, lm32.config, DiDATrainConfig(noise=noise), torch.Generator().manual_seed(3))
     a = spans[1].img
     assert row.blocks == [(a, 8)] and row.tokens[:len(ids)] == ids
     assert row.positions[len(ids):] == list(range(a, a + 8))                   # same positions as the mirrored tokens
@@ -168,7 +168,7 @@ def test_mask_schedule():
 
 
 def test_missing_dida_config_names_the_fix(lm_dir):
-    with pytest.raises(DiDAAdaptationRequired, match=r"need DiDA adaptation.*python -m emu_ros.model.dida_train"):
+    with pytest.raises(DiDAAdaptationRequired, match=r"need DiDA adaptation.*python -m finetune_embodied.train"):
         load_dida_config(lm_dir)
     with pytest.raises(DiDAAdaptationRequired):
         DiDAImageDecoder.from_model_dir(lm_dir)
@@ -177,7 +177,7 @@ def test_missing_dida_config_names_the_fix(lm_dir):
 def test_runtime_dida_request_without_adaptation(ckpt_root):
     from emu_ros.model import Emu35Runtime
 
-    with pytest.raises(DiDAAdaptationRequired, match="dida_train"):
+    with pytest.raises(DiDAAdaptationRequired, match="objective dida"):
         Emu35Runtime(ckpt_root / "Emu3.5", device="cpu", dtype=torch.float32, decoder="dida")
 
 
@@ -199,11 +199,18 @@ def test_argmax_sampler_reproduces_a_trained_image(lm32, tok, ids, prompts):
     cond, uncond = prompts
     answer = image_token_ids(target, tok) + [ids.eos]
     ex = TrainExample(cond + answer, len(cond), uncond + answer, len(uncond))
-    vocab = torch.tensor(sorted(set(ex.ids) | set(ex.uncond_ids)))
-    objective = DiDAObjective(lm, train=DiDATrainConfig(noise="mask", seed=0), vocab=vocab)
-    train_objective(objective, [ex], TrainArgs(steps=60, batch_size=4, lr=3e-3, warmup=5, cond_dropout=0.0),
-                    torch.device("cpu"))
-    objective.merge_vocab()
+    vocab = CompactVocab(lm, set(ex.ids) | set(ex.uncond_ids), [DiDATrainConfig().mask_token_id])
+    objective = DiDAObjective(lm, train=DiDATrainConfig(noise="mask"), vocab=vocab)
+    opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3, betas=(0.9, 0.95))
+    input_ids = torch.tensor([ex.ids] * 4)
+    labels = torch.tensor([[IGNORE_INDEX] * ex.prompt_len + ex.ids[ex.prompt_len:]] * 4)
+    torch.manual_seed(0)
+    for _ in range(60):
+        loss, _ = objective(input_ids, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vocab.merge_into(lm)
     lm.requires_grad_(False).eval()
     greedy = GenerationConfig(image=SamplingParams(0, 1.0, 0.0), cfg_scale=1.0, image_size=(3, 4), force_image_after=0,
                               max_images=1, max_new_tokens=40, seed=0)
@@ -213,32 +220,6 @@ def test_argmax_sampler_reproduces_a_trained_image(lm32, tok, ids, prompts):
         assert np.array_equal(out.images[0], target), (k, out.images[0])
     untrained = generate(lm32, cond, uncond, greedy, ids, tok, image_decoder=DiDAImageDecoder(DiDAConfig()))
     assert not np.array_equal(untrained.images[0], target)
-
-
-def test_adaptation_script_end_to_end(ckpt_root, tok, ids, prompts, tmp_path):
-    """dida_train on write_random_checkpoint output (synthetic and jsonl data) -> load_lm + the DiDA sampler."""
-    out = tmp_path / "adapted"
-    rc = train_main(["--model-dir", str(ckpt_root / "Emu3.5"), "--out", str(out), "--data", "synthetic",
-                     "--synthetic-examples", "8", "--steps", "2", "--batch-size", "2", "--loss-vocab", "data",
-                     "--noise", "uniform", "--passes", "3", "--save-dtype", "float32"])
-    assert rc == 0 and (out / DIDA_CONFIG_FILE).is_file() and (out / "model.safetensors.index.json").is_file()
-    cfg = load_dida_config(out)
-    assert cfg.noise == "uniform" and cfg.passes == 3 and cfg.training["steps"] == 2
-    lm = load_lm(out, dtype=torch.float32)
-    before = load_lm(ckpt_root / "Emu3.5", dtype=torch.float32)
-    assert not torch.equal(lm.model.layers[0].mlp.up_proj.weight, before.model.layers[0].mlp.up_proj.weight)
-    dec = DiDAImageDecoder.from_model_dir(out)
-    config = GenerationConfig(image_size=(2, 2), force_image_after=1, max_images=1, max_new_tokens=20, seed=0)
-    result = generate(lm, *prompts, config, ids, tok, image_decoder=dec)
-    assert result.stop_reason == "max_images" and result.images[0].shape == (2, 2) and dec.stats.passes == 3
-
-    data = tmp_path / "seq.jsonl"
-    ids_, _ = image_row(prompts[0], np.ones((2, 2), int), tok)
-    data.write_text(json.dumps({"ids": ids_, "prompt_len": len(prompts[0])}) + "\n")
-    out2 = tmp_path / "adapted2"
-    assert train_main(["--model-dir", str(ckpt_root / "Emu3.5"), "--out", str(out2), "--data", str(data),
-                       "--steps", "1", "--batch-size", "1"]) == 0
-    assert load_dida_config(out2).noise == "mask"
 
 
 def test_objective_interface_for_finetune(lm32, tok, prompts):
@@ -253,7 +234,7 @@ def test_objective_interface_for_finetune(lm32, tok, prompts):
 
 
 def test_self_distill_replaces_answer_images_with_teacher_samples(lm32, tok, ids, prompts):
-    from emu_ros.model.dida_train import self_distill
+    from emu_ros.model.dida_objective import self_distill
 
     cond, uncond = prompts
     ctx = image_token_ids(np.zeros((2, 2), int), tok)                       # a prompt image: left alone

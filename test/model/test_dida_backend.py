@@ -36,7 +36,7 @@ def test_runtime_decoder_dida(adapted_root):
 
 
 def test_backend_mode_dida(ckpt_root, adapted_root):
-    with pytest.raises(Emu35Unavailable, match="need DiDA adaptation.*dida_train"):
+    with pytest.raises(Emu35Unavailable, match="need DiDA adaptation.*finetune_embodied.train --objective dida"):
         make_world_model("emu35-dida", model_dir=str(ckpt_root / "Emu3.5"), dtype="float32")
     wm = make_world_model("emu35-dida", model_dir=str(ckpt_root / "Emu3.5"), dida_dir=str(adapted_root / "Emu3.5"),
                           dtype="float32")

@@ -14,7 +14,7 @@ Modes: `ar` generates every image token autoregressively (official behaviour; mi
 without a GPU). `dida` decodes each image in a few parallel passes (`emu_ros.model.dida`): the runtime
 is built with `decoder="dida"` from DiDA-adapted weights (`dida_dir`, else `model_dir`), whose
 `dida_config.json` sets the noise type and passes; weights without it fail at construction with a
-message naming `python -m emu_ros.model.dida_train`. `auto` (the default) picks `dida` when the
+message naming `python -m finetune_embodied.train --objective dida`. `auto` (the default) picks `dida` when the
 weights carry `dida_config.json` and `ar` otherwise, and logs which; the choice is the backend's
 `name` (emu35-ar / emu35-dida), so every PlanStep's source says it. An explicit `image_decoder=`
 overrides this.
