@@ -157,33 +157,29 @@ def load_local_shards(module: nn.Module, prefix: str, model_dir: Path, ranks: Ra
     from emu_ros.model.loading import checkpoint_files
 
     files = checkpoint_files(model_dir)
-    handles: dict[str, Any] = {}
     read = 0
-    try:
-        with torch.no_grad():
-            for name, param in module.named_parameters():
-                key = name[len(prefix):] if name.startswith(prefix) else None
-                local = param.to_local() if isinstance(param, DTensor) else param
-                start, end = shard_rows(param.shape[0], ranks.world, ranks.rank) if isinstance(param, DTensor) \
-                    else (0, param.shape[0])
-                if local.shape[0] != end - start:
-                    raise RuntimeError(f"{name}: local shard has {local.shape[0]} rows, expected {end - start} "
-                                       f"(rows {start}:{end} of {param.shape[0]}); FSDP's sharding changed")
-                if key is not None and key in files:
-                    file = files[key]
-                    if file not in handles:
-                        handles[file] = safe_open(str(model_dir / file), framework="pt", device="cpu")
-                    piece = handles[file].get_slice(key)[start:end]
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            key = name[len(prefix):] if name.startswith(prefix) else None
+            local = param.to_local() if isinstance(param, DTensor) else param
+            start, end = shard_rows(param.shape[0], ranks.world, ranks.rank) if isinstance(param, DTensor) \
+                else (0, param.shape[0])
+            if local.shape[0] != end - start:
+                raise RuntimeError(f"{name}: local shard has {local.shape[0]} rows, expected {end - start} "
+                                   f"(rows {start}:{end} of {param.shape[0]}); FSDP's sharding changed")
+            if key is not None and key in files:
+                # one memory map per tensor: the mapped pages of a slice count as resident memory until the
+                # map is closed, so a map kept open for the whole load would hold this rank's share twice
+                with safe_open(str(model_dir / files[key]), framework="pt", device="cpu") as shard:
+                    piece = shard.get_slice(key)[start:end]
                     local.copy_(piece.to(local.dtype))
                     read += piece.numel() * piece.element_size()
                     del piece
-                    continue
-                full = fill(name, torch.empty(param.shape, dtype=local.dtype)) if fill is not None else None
-                if full is None:
-                    raise KeyError(f"{name}: not in {model_dir} and no initial value for it")
-                local.copy_(full[start:end])
-    finally:
-        handles.clear()
+                continue
+            full = fill(name, torch.empty(param.shape, dtype=local.dtype)) if fill is not None else None
+            if full is None:
+                raise KeyError(f"{name}: not in {model_dir} and no initial value for it")
+            local.copy_(full[start:end])
     return read
 
 

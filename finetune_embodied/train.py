@@ -367,8 +367,10 @@ class Trainer:
             lm.requires_grad_(True)
         compact = None
         if cfg.compact_vocab:
-            # DiDA's noisy copies use the mask id, which the clean data never holds
-            extra = [DiDATrainConfig(**(cfg.dida or {})).mask_token_id] if cfg.objective == "dida" else []
+            # batches are padded with PAD; DiDA's noisy copies use the mask id: neither is in the samples
+            extra = [self.data.pad_id]
+            if cfg.objective == "dida":
+                extra.append(DiDATrainConfig(**(cfg.dida or {})).mask_token_id)
             compact = CompactVocab(lm, self.data.token_ids(), extra)
         objective = make_objective(cfg.objective, lm, self.data.first_visual_id, cfg.dida, compact)
         if cfg.gradient_checkpointing:

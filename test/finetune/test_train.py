@@ -146,3 +146,100 @@ def test_torchrun_ddp_on_cpu(demo_dataset, tiny_checkpoint, tmp_path) -> None:
     assert latest_checkpoint(out).name == "step_000002"
     trained, base = _weights(latest_checkpoint(out)), _weights(tiny_checkpoint)
     assert any(not torch.equal(trained[k], base[k]) for k in base)
+
+
+# ---------------------------------------------------------------------- the one trainer: data, objectives, bad input
+def _no_weights(monkeypatch) -> None:
+    """Fail the test if the trainer gets as far as loading weights."""
+    import emu_ros.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the bad input was reported")
+
+    monkeypatch.setattr(emu_ros.model, "load_lm", refuse)
+
+
+def test_synthetic_data_trains_both_objectives_and_records_the_data(tiny_checkpoint, tmp_path) -> None:
+    from emu_ros.model.dida import load_dida_config
+
+    common = {"data": "synthetic:move-block", "synthetic": {"examples": 8, "eval_examples": 2},
+              "compact_vocab": True}
+    ar = Trainer(_cfg(tmp_path, tiny_checkpoint, tmp_path / "ar", steps=3, **common)).run()
+    assert ar["step"] == 3 and ar["last_train_loss"] < ar["first_train_loss"]
+    dida = Trainer(_cfg(tmp_path, tiny_checkpoint, tmp_path / "dida", steps=2, objective="dida",
+                        dida={"noise": "mask"}, passes=3, **common)).run()
+    lm_dir = latest_checkpoint(tmp_path / "dida") / "Emu3.5"
+    cfg = load_dida_config(lm_dir)
+    assert (cfg.noise, cfg.passes, cfg.training["data"], cfg.training["steps"]) == ("mask", 3,
+                                                                                       "synthetic:move-block", 2)
+    assert np.isfinite(dida["last_train_loss"])
+    trained, base = _weights(latest_checkpoint(tmp_path / "dida")), _weights(tiny_checkpoint)
+    mask_row = 151643          # the compact vocabulary's rows (the mask id among them) are merged back
+    assert not torch.equal(trained["model.embed_tokens.weight"][mask_row], base["model.embed_tokens.weight"][mask_row])
+
+
+def test_data_is_required_and_named(tiny_checkpoint, tmp_path) -> None:
+    with pytest.raises(ValueError, match="--data is required"):
+        Trainer(_cfg(tmp_path, tiny_checkpoint, tmp_path / "x", data=""))
+    with pytest.raises(ValueError, match="unknown synthetic task 'blocks'"):
+        Trainer(_cfg(tmp_path, tiny_checkpoint, tmp_path / "x", data="synthetic:blocks"))
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        Trainer(_cfg(tmp_path / "missing", tiny_checkpoint, tmp_path / "x"))
+
+
+def test_wrong_dataset_version_fails_before_weights(make_dataset, tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import json
+
+    from finetune_embodied.dataset import CodebaseVersionError
+
+    root = make_dataset(tmp_path / "old")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    (root / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
+    _no_weights(monkeypatch)
+    with pytest.raises(CodebaseVersionError, match="v2.1"):
+        Trainer(_cfg(root, tiny_checkpoint, tmp_path / "run"))
+
+
+def test_model_dir_without_index_fails_before_weights(demo_dataset, tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from emu_ros.model.loading import CheckpointError
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    (copy / "Emu3.5" / "model.safetensors.index.json").unlink()
+    _no_weights(monkeypatch)
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
+        Trainer(_cfg(demo_dataset, copy, tmp_path / "run"))
+
+
+def test_resume_dir_of_another_run_is_refused(demo_dataset, tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    from finetune_embodied.checkpoint import ResumeError
+
+    Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "run", steps=2, lora={"enabled": True, "rank": 4})).run()
+    _no_weights(monkeypatch)
+    with pytest.raises(ResumeError, match="lora"):
+        Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "run", steps=4, lora={"enabled": True, "rank": 8}))
+    with pytest.raises(ResumeError, match="objective"):
+        Trainer(_cfg(demo_dataset, tiny_checkpoint, tmp_path / "run", steps=4, objective="dida",
+                     lora={"enabled": True, "rank": 4}))
+
+
+def test_ranks_that_disagree_on_the_data_all_stop() -> None:
+    import os
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
+    port = 29800 + os.getpid() % 100
+    from rank_agreement import disagreeing_rank
+
+    procs = [ctx.Process(target=disagreeing_rank, args=(r, port, errors)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    got = sorted(errors.get(timeout=5) for _ in range(2))
+    assert [r for r, _ in got] == [0, 1]
+    assert all("rank 0: fingerprint-0, rank 1: fingerprint-1" in msg for _, msg in got)
