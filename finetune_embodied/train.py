@@ -313,15 +313,11 @@ class Trainer:
     def _memory_plan(self, longest: int):
         """Print the per-device memory plan for the longest sample; refuse, before any weight is loaded,
         when it does not fit the device."""
-        from .memory_plan import TrainShape, available_device_bytes, check_fits, plan_training
+        from .memory_plan import available_device_bytes, check_fits, plan_training, shape_from_train_config
 
         cfg = self.cfg
-        shape = TrainShape(ranks=self.ranks.world if self.fsdp else 1, param_dtype=cfg.param_dtype,
-                           master_fp32=self.fsdp and cfg.param_dtype == "float32" and cfg.bf16,
-                           lora_rank=cfg.lora.rank if cfg.lora.enabled else 0,
-                           lora_targets=tuple(cfg.lora.targets), train_embeddings=cfg.lora.train_embeddings,
-                           seq_len=longest, micro_batch=cfg.batch_size, bf16_autocast=self.autocast,
-                           gradient_checkpointing=cfg.gradient_checkpointing, objective=cfg.objective)
+        shape = dataclasses.replace(shape_from_train_config(cfg, self.ranks.world), seq_len=longest,
+                                    bf16_autocast=self.autocast, dida_extra_tokens=None, labeled_tokens=None)
         plan = plan_training(self.lm_config, shape)
         if self.ranks.rank == 0:
             log.info("memory plan: %s", plan.summary())
@@ -334,14 +330,16 @@ class Trainer:
     def _prepare_data(self) -> DataBundle:
         """Rank 0 first (it fills the image-token cache), then the others read the cache."""
         cfg = self.cfg
-        barrier(self.ranks) if self.ranks.rank != 0 else None
+        if self.ranks.rank != 0:
+            barrier(self.ranks)           # wait for rank 0's cache
         if cfg.data.startswith(SYNTHETIC_PREFIX):
             data = prepare_synthetic(cfg.data, cfg.synthetic, cfg.seed, self.model_dir)
         else:
             data = prepare_lerobot(cfg.data, cfg.samples, cfg.segment, cfg.eval_fraction, cfg.eval_episodes,
                                    cfg.pack, Path(cfg.cache_dir or self.out / "token_cache"), self.lm_config,
                                    self.model_dir, self.vq_dir, self.out)
-        barrier(self.ranks) if self.ranks.rank == 0 else None
+        if self.ranks.rank == 0:
+            barrier(self.ranks)           # the cache is complete: release the others
         return data
 
     def _build(self) -> tuple[nn.Module, nn.Module]:

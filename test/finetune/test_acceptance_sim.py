@@ -35,8 +35,8 @@ def test_sim_dataset_finetune_then_plan(tiny_checkpoint: Path, tmp_path: Path) -
     root = build_dataset(SimDatasetConfig(out=str(tmp_path / "sim"), episodes_per_task=4, record_every=10,
                                           height=64, width=64))
     cfg = from_dict(TrainConfig, {
-        "dataset": str(root), "model_dir": str(tiny_checkpoint / "Emu3.5"), "output_dir": str(tmp_path / "ft"),
-        "steps": 100, "batch_size": 2, "eval_every": 50, "save_every": 50, "eval_episodes": [3], "bf16": False,
+        "data": str(root), "model_dir": str(tiny_checkpoint / "Emu3.5"), "output_dir": str(tmp_path / "ft"),
+        "param_dtype": "float32", "steps": 100, "batch_size": 2, "eval_every": 50, "save_every": 50, "eval_episodes": [3], "bf16": False,
         "optim": {"lr": 3e-3, "warmup_steps": 5}})
     summary = Trainer(cfg).run()
     assert summary["last_train_loss"] < 0.5 * summary["first_train_loss"]
