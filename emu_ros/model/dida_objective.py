@@ -240,12 +240,25 @@ class DiDAObjective(nn.Module):
         keep = target != IGNORE_INDEX
         clean_h = hidden[:, :t - 1][keep]                                                    # [Nc, H]
         clean_y = target[keep]
+        b_idx = torch.tensor([b for b, r in enumerate(rows) for _ in r.noisy_index], dtype=torch.long, device=dev)
+        s_idx = torch.tensor([s for r in rows for s in r.noisy_index], dtype=torch.long, device=dev)
+        noisy_y = torch.tensor([y for r in rows for y in r.noisy_target], dtype=torch.long, device=dev)
+        noisy_h = hidden[b_idx, s_idx]                                                       # [Nn, H]
+        visual = slice(self.first_visual, self.first_visual + self.lm.config.codebook_size)
         if compact is not None:
             logits = compact.logits(clean_h).float()
+            noisy_logits = compact.visual_logits(noisy_h).float()
             ce = F.cross_entropy(logits, compact.index(clean_y), reduction="none")
             self.predictions = compact.text_argmax(logits.detach())
         else:
-            logits = head_logits(self.lm, clean_h)
+            if is_fsdp_module(self.lm.lm_head):
+                # one lm_head call: each call of a sharded module gathers its weight again and keeps that copy
+                # for its backward (the lm_head is the largest unit)
+                both = head_logits(self.lm, torch.cat([clean_h, noisy_h]))
+                logits, noisy_logits = both[:len(clean_h)], both[len(clean_h):, visual]
+            else:
+                logits = head_logits(self.lm, clean_h)
+                noisy_logits = head_logits(self.lm, noisy_h, visual)
             ce = F.cross_entropy(logits, clean_y, reduction="none")
             self.predictions = logits.detach()[:, :self.first_visual].argmax(-1)
         is_vis = clean_y >= self.first_visual
@@ -253,14 +266,7 @@ class DiDAObjective(nn.Module):
         text_loss = ce[~is_vis].mean() if bool((~is_vis).any()) else zero
         vis_loss = ce[is_vis].mean() if bool(is_vis.any()) else zero
         # noisy copy: visual-vocabulary CE at the trained slots
-        b_idx = torch.tensor([b for b, r in enumerate(rows) for _ in r.noisy_index], dtype=torch.long, device=dev)
-        s_idx = torch.tensor([s for r in rows for s in r.noisy_index], dtype=torch.long, device=dev)
-        noisy_y = torch.tensor([y for r in rows for y in r.noisy_target], dtype=torch.long, device=dev)
         if len(noisy_y):
-            noisy_h = hidden[b_idx, s_idx]
-            n_vis = self.lm.config.codebook_size
-            noisy_logits = (compact.visual_logits(noisy_h).float() if compact is not None else
-                            head_logits(self.lm, noisy_h, slice(self.first_visual, self.first_visual + n_vis)))
             noisy_loss = F.cross_entropy(noisy_logits, noisy_y)
             noisy_acc = float((noisy_logits.detach().argmax(-1) == noisy_y).float().mean())
         else:
