@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emu_ros.model import load_lm, load_tokenizer, load_vision_tokenizer, write_random_checkpoint
+from emu_ros.model import SpecialIds, load_lm, load_tokenizer, load_vision_tokenizer, write_random_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +48,9 @@ def tok(lm_dir: Path):
 @pytest.fixture(scope="session")
 def vq(vq_dir: Path):
     return load_vision_tokenizer(vq_dir)
+
+
+@pytest.fixture(scope="session")
+def ids(tok):
+    """The special token ids of the tiny checkpoint's tokenizer."""
+    return SpecialIds.from_tokenizer(tok)

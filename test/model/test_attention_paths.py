@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from emu_ros.model import (DecodeSession, Emu3Config, Emu3ForCausalLM, GenerationConfig, SamplingParams, SpecialIds,
-                           build_prompt, build_unconditional_prompt, generate)
+from emu_ros.model import (DecodeSession, Emu3Config, Emu3ForCausalLM, GenerationConfig, SamplingParams, build_prompt,
+                           build_unconditional_prompt, generate)
 from emu_ros.model import modeling_emu3 as m
 from small_models import random_model  # test/helpers
 
@@ -158,11 +158,6 @@ def test_flash_kvcache_branch_with_a_reference_kernel(model, monkeypatch, block)
 
 def test_flash_is_not_used_on_cpu_fp32(model):
     assert not m.flash_kvcache_usable(torch.zeros(1, 1, 1, 32), torch.float32)
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return SpecialIds.from_tokenizer(tok)
 
 
 def test_greedy_generation_matches_masked_path(lm32, tok, ids):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emu_ros.model import (ARImageDecoder, DecodeSession, GenerationConfig, SamplingParams, SpecialIds, build_prompt,
+from emu_ros.model import (ARImageDecoder, DecodeSession, GenerationConfig, SamplingParams, build_prompt,
                            build_unconditional_prompt, cfg_logprobs, generate, image_token_ids,
                            parse_image_block)
 from emu_ros.model.dida import (DIDA_CONFIG_FILE, DiDAAdaptationRequired, DiDAConfig, DiDAError, DiDAImageDecoder,
@@ -15,11 +15,6 @@ from emu_ros.model.dida import (DIDA_CONFIG_FILE, DiDAAdaptationRequired, DiDACo
 from emu_ros.model.compact_vocab import CompactVocab
 from emu_ros.model.dida_objective import (IGNORE_INDEX, DiDAObjective, DiDATrainConfig, TrainExample,
                                           build_dida_mask, find_images, layout_row, masked_forward)
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return SpecialIds.from_tokenizer(tok)
 
 
 @pytest.fixture(scope="module")

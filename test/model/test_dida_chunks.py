@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emu_ros.model import DecodeSession, GenerationConfig, SamplingParams, SpecialIds, build_prompt, generate
+from emu_ros.model import DecodeSession, GenerationConfig, SamplingParams, build_prompt, generate
 from emu_ros.model import build_unconditional_prompt
 from emu_ros.model.dida import (CHUNK_BYTES, DiDAConfig, DiDAError, DiDAImageDecoder, guided_scores, image_block,
                                 sample_slots, sample_visual, slot_chunk, visual_scores)
@@ -13,11 +13,6 @@ PARAMS = [SamplingParams(0, 1.0, 0.0),          # greedy
           SamplingParams(10240, 1.0, 1.0),      # official image settings (top-k >= codebook: plain softmax)
           SamplingParams(50, 0.8, 0.7),         # top-k, top-p, temperature
           SamplingParams(0, 0.9, 1.0)]          # top-p alone (full sort)
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return SpecialIds.from_tokenizer(tok)
 
 
 @pytest.fixture(scope="module")

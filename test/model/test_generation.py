@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from emu_ros.model import (ARImageDecoder, DecodeSession, Emu35Runtime, GenerationConfig, ModeState, SamplingParams,
-                           SpecialIds,
                            build_prompt, build_unconditional_prompt, cfg_logprobs, generate, image_token_ids,
                            parse_image_block, sample, task_config)
-
-
-@pytest.fixture(scope="module")
-def ids(tok):
-    return SpecialIds.from_tokenizer(tok)
 
 
 @pytest.fixture(scope="module")
