@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .configuration_emu3 import Emu3Config
-from .vision_tokenizer import DOWNSAMPLE, area_size
+from emu_ros.core.image_grid import image_token_count, token_grid
 
 GIB = 1024 ** 3
 #: bytes per decoder weight by quantization (scales included: int8 one fp32 per output channel is
@@ -27,8 +27,7 @@ CODEBOOK = 131072  # visual tokens of the IBQ tokenizer (Emu3.5's vocab = 151,85
 
 def image_tokens(height: int, width: int, area: int) -> int:
     """Tokens of one image at `area` pixels: rows x (cols + end-of-line) + begin/size/end markers."""
-    h, w = area_size(height, width, area)
-    return (h // DOWNSAMPLE) * (w // DOWNSAMPLE + 1) + 8
+    return image_token_count(*token_grid(height, width, area))
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ import yaml
 from PIL import Image
 from torch import Tensor, nn
 
+from emu_ros.core.image_grid import DOWNSAMPLE, area_size
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 CKPT_FILE = "model.ckpt"
-DOWNSAMPLE = 16
 
 
 class VisionTokenizerError(ValueError):
@@ -346,17 +347,6 @@ def resize_to_area(image: Image.Image | np.ndarray, area: int = 518400) -> np.nd
     width, height = image.size
     new_h, new_w = area_size(height, width, area)
     return np.array(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.uint8)
-
-
-def area_size(height: int, width: int, area: int) -> tuple[int, int]:
-    """(height, width) in pixels of a `height` x `width` image resized to `area` the official way
-    (aspect kept, sides rounded to multiples of 16); divide by 16 for the token grid."""
-    aspect = width / height
-    new_h = int((area / aspect) ** 0.5)
-    new_w = int(new_h * aspect)
-    new_h = max(DOWNSAMPLE, (new_h + DOWNSAMPLE // 2) // DOWNSAMPLE * DOWNSAMPLE)
-    new_w = max(DOWNSAMPLE, (new_w + DOWNSAMPLE // 2) // DOWNSAMPLE * DOWNSAMPLE)
-    return new_h, new_w
 
 
 class _Opaque:

@@ -40,6 +40,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from emu_ros.guidance.parser import OutputEnd
 from emu_ros.guidance.prompting import GUIDANCE_TASKS, build_question
+from emu_ros.core.image_grid import image_token_count, token_grid
 from emu_ros.core.types import Cancelled, CancelToken, PlanningError, PlanRequest
 
 log = logging.getLogger(__name__)
@@ -51,30 +52,16 @@ TRUNCATING_STOPS = ("max_new_tokens", "cache_full")
 STEP_IMAGE_AREA = 512 * 512
 #: Budget per step for its text (step header and instruction; generous: a cut is worse than slack).
 TEXT_TOKENS_PER_STEP = 96
-VQ_DOWNSAMPLE = 16  # pixels per token side of the IBQ vision tokenizer (model/vision_tokenizer.DOWNSAMPLE)
-
-
 def step_image_grid(view_shape: Optional[tuple], area: int) -> tuple:
-    """(rows, cols) in tokens of a step image of `area` pixels with the camera view's aspect.
-
-    The official rounding (model/vision_tokenizer.area_size, written out here: this module must
-    import without torch, which the vision tokenizer needs): keep the aspect, sides to x16.
-    """
+    """(rows, cols) in tokens of a step image of `area` pixels with the camera view's aspect (the
+    official rounding, core.image_grid: torch-free, as this module must be)."""
     height, width = (view_shape[0], view_shape[1]) if view_shape else (1, 1)
-    aspect = width / height
-    new_h = int((area / aspect) ** 0.5)
-    new_w = int(new_h * aspect)
-    rows = max(1, (new_h + VQ_DOWNSAMPLE // 2) // VQ_DOWNSAMPLE)
-    cols = max(1, (new_w + VQ_DOWNSAMPLE // 2) // VQ_DOWNSAMPLE)
-    return rows, cols
+    return token_grid(height, width, area)
 
 
 def plan_token_budget(grid: tuple, steps: int, text_per_step: int = TEXT_TOKENS_PER_STEP, slack: int = 256) -> int:
-    """Tokens for `steps` steps of text + one image each: an image is rows x (cols + 1 end-of-line)
-    plus its begin/size/end markers."""
-    rows, cols = grid
-    image = rows * (cols + 1) + 8
-    return int(steps) * (image + int(text_per_step)) + int(slack)
+    """Tokens for `steps` steps of text + one image each."""
+    return int(steps) * (image_token_count(*grid) + int(text_per_step)) + int(slack)
 
 
 class Emu35Unavailable(RuntimeError):
