@@ -4,11 +4,11 @@
     python -m finetune_embodied.bench_memory --ranks 2 --objective dida --lora --json /tmp/mem_dida_lora.json
     python -m finetune_embodied.bench_memory --ranks 2 --objective ar --size medium --json /tmp/mem_ar_full.json
 
-Writes a random checkpoint in the official layout, one shard in memory at a time (``--size large``: 8.1B
-parameters, 16.2 GB in bf16, so that the fixed costs of a rank — interpreter and libraries, the gathered
-lm_head, two prefetched layers — are small next to its share;
-``medium``: 1.5B, 3.0 GB, for a full fine-tune whose AdamW state has to fit this machine's RAM; ``small``:
-a smoke check of the script), then runs
+Writes a random checkpoint in the official layout (``write_random_lm``, one shard in memory at a time):
+``--size large`` 8.1B parameters, 16.2 GB in bf16, so that the fixed costs of a rank — interpreter and
+libraries, the gathered lm_head, two prefetched layers — are small next to its share; ``medium`` 1.5B,
+3.0 GB, for a full fine-tune whose AdamW state has to fit this machine's RAM; ``small`` a smoke check of
+the script. Then it runs
 ``finetune_embodied.train`` on ``--ranks`` processes on ``synthetic:move-block``. Each rank reports
 its peak resident set (VmHWM: anonymous memory plus mapped file pages) after the model is built and
 loaded, and again over ``--steps`` optimizer steps (the peak is reset in between). The JSON has
@@ -66,39 +66,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def write_random_shards(model_dir: Path, config, shards: int) -> None:
-    """Random bf16 weights in the official layout, generated and written one shard at a time (a checkpoint
-    larger than half this machine's RAM cannot be built whole first, as write_random_lm does)."""
-    import json
-
-    import torch
-    from safetensors.torch import save_file
-
-    from emu_ros.model import Emu3ForCausalLM
-    from emu_ros.model.random_checkpoint import write_tokenizer_files
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in Emu3ForCausalLM(config).state_dict().items()}
-    names = list(shapes)
-    groups = [names[i::shards] for i in range(shards)]
-    gen = torch.Generator().manual_seed(0)
-    weight_map = {}
-    for i, group in enumerate(groups, 1):
-        file = f"model-{i:05d}-of-{shards:05d}.safetensors"
-        state = {n: ((1.0 + 0.1 * torch.randn(shapes[n], generator=gen)) if n.endswith("norm.weight") else
-                     config.initializer_range * torch.randn(shapes[n], generator=gen)).to(torch.bfloat16)
-                 for n in group}
-        save_file(state, str(model_dir / file), metadata={"format": "pt"})
-        weight_map.update({n: file for n in group})
-        del state
-    total = sum(2 * math.prod(s) for s in shapes.values())
-    (model_dir / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
-    config.save(model_dir / "config.json")
-    write_tokenizer_files(model_dir, config.codebook_size)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -162,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     from emu_ros.model import Emu3Config
     from emu_ros.model.configuration_emu3 import PRESETS
     from emu_ros.model.loading import scan_checkpoint
+    from emu_ros.model.random_checkpoint import write_random_lm
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_memory_"))
     model_dir = work / args.size / "Emu3.5"
     if not (model_dir / "model.safetensors.index.json").is_file():
         config = Emu3Config.from_dict({**PRESETS["tiny"], **SIZES[args.size]})
         print(f"writing a random {args.size} checkpoint to {model_dir.parent} ...", flush=True)
-        write_random_shards(model_dir, config, shards=8)
+        write_random_lm(model_dir, config, seed=0, num_shards=8)
     infos = scan_checkpoint(model_dir)
     n_params = sum(math.prod(info.shape) for info in infos.values())
     full_bytes = sum(math.prod(info.shape) * DTYPE_BYTES[info.dtype] for info in infos.values())

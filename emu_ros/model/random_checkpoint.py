@@ -20,6 +20,7 @@ import base64
 import itertools
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -77,26 +78,22 @@ def write_tokenizer_files(model_dir: Path, codebook_size: int) -> None:
     (model_dir / VISION_TOKENS_FILE).write_text("\n".join(vision) + "\n", encoding="utf-8")
 
 
-def _random_lm_state(config: Emu3Config, seed: int) -> dict[str, torch.Tensor]:
-    """Random weights (normal std 0.02 for matrices, norms near 1), in the config's torch_dtype."""
-    gen = torch.Generator().manual_seed(seed)
-    dtype = getattr(torch, config.torch_dtype or "bfloat16")
+def _lm_shapes(config: Emu3Config) -> dict[str, torch.Size]:
+    """Every checkpoint tensor name and shape, in state-dict order (built on meta: no memory)."""
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in Emu3ForCausalLM(config).state_dict().items()}
-    state = {}
-    for name, shape in shapes.items():
-        if name.endswith("norm.weight"):
-            t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        else:
-            t = config.initializer_range * torch.randn(shape, generator=gen)
-        state[name] = t.to(dtype)
-    return state
+        return {k: v.shape for k, v in Emu3ForCausalLM(config).state_dict().items()}
 
 
-def write_sharded_safetensors(state: dict[str, torch.Tensor], model_dir: Path, num_shards: int) -> None:
-    """Official sharding: model-0000i-of-0000n.safetensors plus model.safetensors.index.json."""
-    names = list(state)
-    sizes = [state[n].numel() * state[n].element_size() for n in names]
+def _random_tensor(name: str, shape: torch.Size, config: Emu3Config, gen: torch.Generator,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Random weights (normal std 0.02 for matrices, norms near 1), in ``dtype``."""
+    if name.endswith("norm.weight"):
+        return (1.0 + 0.1 * torch.randn(shape, generator=gen)).to(dtype)
+    return (config.initializer_range * torch.randn(shape, generator=gen)).to(dtype)
+
+
+def _shard_groups(names: list[str], sizes: list[int], num_shards: int) -> list[list[str]]:
+    """Consecutive names split into up to ``num_shards`` groups of about equal bytes."""
     target = sum(sizes) / num_shards
     shards: list[list[str]] = [[]]
     acc = 0.0
@@ -105,24 +102,49 @@ def write_sharded_safetensors(state: dict[str, torch.Tensor], model_dir: Path, n
             shards.append([])
         shards[-1].append(name)
         acc += size
+    return shards
+
+
+def _write_shards(model_dir: Path, groups: list[list[str]], tensors: Callable[[list[str]], dict[str, torch.Tensor]],
+                  total_size: int) -> None:
+    """model-0000i-of-0000n.safetensors (``tensors(group)`` called per shard, so only one shard is held at a
+    time) plus model.safetensors.index.json."""
     weight_map = {}
-    for i, group in enumerate(shards, 1):
-        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file({n: state[n].contiguous() for n in group}, str(model_dir / file), metadata={"format": "pt"})
+    for i, group in enumerate(groups, 1):
+        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        save_file(tensors(group), str(model_dir / file), metadata={"format": "pt"})
         weight_map.update({n: file for n in group})
-    index = {"metadata": {"total_size": int(sum(sizes))}, "weight_map": weight_map}
+    index = {"metadata": {"total_size": int(total_size)}, "weight_map": weight_map}
     (model_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
+def write_sharded_safetensors(state: dict[str, torch.Tensor], model_dir: Path, num_shards: int) -> None:
+    """Official sharding: model-0000i-of-0000n.safetensors plus model.safetensors.index.json."""
+    names = list(state)
+    sizes = [state[n].numel() * state[n].element_size() for n in names]
+    _write_shards(model_dir, _shard_groups(names, sizes, num_shards),
+                  lambda group: {n: state[n].contiguous() for n in group}, sum(sizes))
+
+
 def write_random_lm(model_dir: str | Path, config: Emu3Config, seed: int = 0, num_shards: int = 3) -> Path:
-    """Write the LM directory (config, generation config, shards, index, tokenizer files)."""
+    """Write the LM directory (config, generation config, shards, index, tokenizer files).
+
+    The weights are generated shard by shard (one generator, in state-dict order), so a checkpoint larger
+    than this host's RAM can be written as long as one shard fits.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     config.save(model_dir / "config.json")
     gen_cfg = {"_from_model_config": True, "bos_token_id": config.bos_token_id,
                "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id}
     (model_dir / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2) + "\n")
-    write_sharded_safetensors(_random_lm_state(config, seed), model_dir, num_shards)
+    shapes = _lm_shapes(config)
+    dtype = getattr(torch, config.torch_dtype or "bfloat16")
+    names = list(shapes)
+    sizes = [shapes[n].numel() * _dtype_bytes(config.torch_dtype) for n in names]
+    gen = torch.Generator().manual_seed(seed)
+    _write_shards(model_dir, _shard_groups(names, sizes, num_shards),
+                  lambda group: {n: _random_tensor(n, shapes[n], config, gen, dtype) for n in group}, sum(sizes))
     write_tokenizer_files(model_dir, config.codebook_size)
     return model_dir
 
@@ -154,8 +176,8 @@ def write_random_checkpoint(out_dir: str | Path, config: str | Emu3Config = "tin
                          f"{lm_config.codebook_size} visual tokens (vocab_size - {lm_config.first_visual_token_id})")
     lm_bytes = lm_config.num_parameters() * _dtype_bytes(lm_config.torch_dtype)
     if lm_bytes > _host_ram_bytes() // 2:
-        raise ValueError(f"a random {lm_bytes / 1e9:.1f} GB checkpoint is built in RAM before writing and does "
-                         f"not fit this host ({_host_ram_bytes() / 1e9:.1f} GB); use config='tiny', or benchmark "
+        raise ValueError(f"a random {lm_bytes / 1e9:.1f} GB checkpoint is more than half this host's RAM "
+                         f"({_host_ram_bytes() / 1e9:.1f} GB); use config='tiny', or benchmark "
                          "the full size without files: python -m emu_ros.bench.decode --config full")
     write_random_lm(out_dir / LM_DIR, lm_config, seed)
     write_random_vision_tokenizer(out_dir / VQ_DIR, vq_config, seed)
