@@ -128,10 +128,11 @@ def save_checkpoint(output_dir: Path, step: int, objective: nn.Module, optimizer
     return root / name
 
 
-def load_checkpoint(checkpoint: Path, objective: nn.Module, optimizer: torch.optim.Optimizer,
-                    ranks: Ranks) -> dict[str, Any]:
-    """Load the sharded state into the (possibly differently sharded) objective and optimizer, restore
-    this rank's RNG (rank 0's when the checkpoint had fewer ranks) and return the trainer state."""
+def load_checkpoint(checkpoint: Path, objective: nn.Module, optimizer: torch.optim.Optimizer, ranks: Ranks,
+                    trainer_state: dict[str, Any]) -> None:
+    """Load the sharded state into the (possibly differently sharded) objective and optimizer, and restore
+    this rank's RNG from ``trainer_state`` (the checkpoint's ``load_trainer_state``; rank 0's RNG when the
+    checkpoint had fewer ranks)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -141,10 +142,8 @@ def load_checkpoint(checkpoint: Path, objective: nn.Module, optimizer: torch.opt
         dcp.load(state, checkpoint_id=str(checkpoint / STATE_DIR))
     set_state_dict(objective, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=_state_options(loading=True))
-    trainer = load_trainer_state(checkpoint)
-    rngs = trainer.pop("rng")
+    rngs = trainer_state["rng"]
     set_rng_state(rngs[ranks.rank] if ranks.rank < len(rngs) else rngs[0])
-    return trainer
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:

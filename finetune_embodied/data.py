@@ -137,14 +137,16 @@ def prepare_synthetic(data: str, synthetic: SyntheticConfig, seed: int, model_di
     return DataBundle(train, held, tok.token_id("PAD"), tok.first_visual_id, data)
 
 
-def _token_sample(ex, index: int) -> TokenSample:
-    def labelled(ids: list[int], prompt_len: int) -> list[int]:
-        return [IGNORE_INDEX] * prompt_len + list(ids[prompt_len:])
+def _labelled(ids: list[int], prompt_len: int) -> list[int]:
+    """Labels of a row whose loss starts at prompt_len."""
+    return [IGNORE_INDEX] * prompt_len + list(ids[prompt_len:])
 
+
+def _token_sample(ex, index: int) -> TokenSample:
     uncond = None
     if ex.uncond_ids is not None:
-        uncond = TokenSample(list(ex.uncond_ids), labelled(ex.uncond_ids, ex.uncond_prompt_len), index, 0)
-    return TokenSample(list(ex.ids), labelled(ex.ids, ex.prompt_len), index, 0, uncond=uncond)
+        uncond = TokenSample(list(ex.uncond_ids), _labelled(ex.uncond_ids, ex.uncond_prompt_len), index, 0)
+    return TokenSample(list(ex.ids), _labelled(ex.ids, ex.prompt_len), index, 0, uncond=uncond)
 
 
 def pick_conditioning(samples: list[TokenSample], cond_dropout: float, key: int) -> list[TokenSample]:
@@ -172,8 +174,7 @@ def self_distilled(teacher, samples: list[TokenSample], cfg_scale: float, seed: 
         uncond = None
         if s.uncond is not None:
             uncond = dataclasses.replace(s.uncond, input_ids=ex.uncond_ids,
-                                         labels=[IGNORE_INDEX] * ex.uncond_prompt_len + ex.uncond_ids[ex.uncond_prompt_len:])
-        out.append(dataclasses.replace(s, input_ids=ex.ids, labels=[IGNORE_INDEX] * ex.prompt_len
-                                       + ex.ids[ex.prompt_len:], uncond=uncond))
+                                         labels=_labelled(ex.uncond_ids, ex.uncond_prompt_len))
+        out.append(dataclasses.replace(s, input_ids=ex.ids, labels=_labelled(ex.ids, ex.prompt_len), uncond=uncond))
     teacher.train(was_training)
     return out

@@ -293,11 +293,11 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         if self.resume_from:
-            state = load_checkpoint(self.resume_from, self.objective, self.optimizer, self.ranks)
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step, self.history = state["step"], state["history"]
+            load_checkpoint(self.resume_from, self.objective, self.optimizer, self.ranks, resumed)
+            self.scheduler.load_state_dict(resumed["scheduler"])
+            self.step, self.history = resumed["step"], resumed["history"]
             log.info("resumed from %s at step %d (%d ranks then, %d now)", self.resume_from, self.step,
-                     state["world"], self.ranks.world)
+                     resumed["world"], self.ranks.world)
 
     # -------------------------------------------------------------- set-up
     def _check_resume(self, resumed: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ answer images by samples of the AR teacher (the starting checkpoint) with the de
 
 Training runs through the one trainer, ``finetune_embodied.train --objective dida`` (its loop,
 data, FSDP2 sharding and checkpoints); this module holds the model-side pieces it uses: the layout
-and mask builder, the objective module, self-distillation and the data vocabulary.
+and mask builder, the objective module and self-distillation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -318,13 +317,3 @@ def self_distill(lm: Emu3ForCausalLM, examples: list[TrainExample], cfg_scale: f
         out.append(TrainExample(seq, ex.prompt_len, twin, ex.uncond_prompt_len))
     lm.clear_caches()
     return out
-
-
-def task_vocab(examples: Iterable[TrainExample], config: Emu3Config) -> Tensor:
-    """Every id the data uses plus all visual ids (the rows of a ``CompactVocab``)."""
-    used = set()
-    for ex in examples:
-        used.update(ex.ids)
-        used.update(ex.uncond_ids or [])
-    used.update(range(config.first_visual_token_id, config.vocab_size))
-    return torch.tensor(sorted(used))
