@@ -192,16 +192,11 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 def check_model_dir(model_dir: Path):
     """The LM config, after checking the directory's config, index and shard headers match (no weights read)."""
-    from emu_ros.model import Emu3Config
-    from emu_ros.model.loading import CheckpointError, compare_checkpoint, scan_checkpoint
+    from emu_ros.model.loading import checked_config
 
     if not model_dir.is_dir():
         raise FileNotFoundError(f"--model_dir {model_dir}: not a directory (the Emu3.5 model directory)")
-    config = Emu3Config.from_json(model_dir)
-    report = compare_checkpoint(config, scan_checkpoint(model_dir))
-    if not report.ok:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match config.json\n{report.message()}")
-    return config
+    return checked_config(model_dir)[0]
 
 
 # ---------------------------------------------------------------------- evaluation

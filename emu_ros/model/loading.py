@@ -158,6 +158,18 @@ def compare_checkpoint(config: Emu3Config, infos: dict[str, TensorInfo]) -> Chec
     return report
 
 
+def checked_config(model_dir: Path) -> tuple[Emu3Config, dict[str, TensorInfo]]:
+    """The config and tensor headers of a model directory, checked against each other (no weights read)."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: model directory not found")
+    config = Emu3Config.from_json(model_dir)
+    infos = scan_checkpoint(model_dir)
+    report = compare_checkpoint(config, infos)
+    if not report.ok:
+        raise CheckpointError(f"{model_dir}: checkpoint does not match config.json\n{report.message()}")
+    return config, infos
+
+
 def load_lm(model_dir: str | Path, device: str | torch.device | Sequence[str | torch.device] = "cpu",
             dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> Emu3ForCausalLM:
     """Load the Emu3.5 LM from an official model directory; returns an eval-mode Emu3ForCausalLM.
@@ -172,13 +184,7 @@ def load_lm(model_dir: str | Path, device: str | torch.device | Sequence[str | t
     """
     check_quantize(quantize)
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"{model_dir}: model directory not found")
-    config = Emu3Config.from_json(model_dir)
-    infos = scan_checkpoint(model_dir)
-    report = compare_checkpoint(config, infos)
-    if not report.ok:
-        raise CheckpointError(f"{model_dir}: checkpoint does not match config.json\n{report.message()}")
+    config, infos = checked_config(model_dir)
     devices = parse_devices(device)
     # several devices: the balanced split (the end devices also hold the embedding / lm_head)
     shares = balanced_layer_counts(config, len(devices), quantize) if len(devices) > 1 else None
