@@ -176,7 +176,7 @@ def write_random_checkpoint(out_dir: str | Path, config: str | Emu3Config = "tin
                          f"{lm_config.codebook_size} visual tokens (vocab_size - {lm_config.first_visual_token_id})")
     lm_bytes = lm_config.num_parameters() * _dtype_bytes(lm_config.torch_dtype)
     if lm_bytes > _host_ram_bytes() // 2:
-        raise ValueError(f"a random {lm_bytes / 1e9:.1f} GB checkpoint is more than half this host's RAM "
+        raise ValueError(f"a random {lm_bytes / 1e9:.1f} GB checkpoint does not fit in half this host's RAM "
                          f"({_host_ram_bytes() / 1e9:.1f} GB); use config='tiny', or benchmark "
                          "the full size without files: python -m emu_ros.bench.decode --config full")
     write_random_lm(out_dir / LM_DIR, lm_config, seed)
