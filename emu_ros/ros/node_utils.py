@@ -56,6 +56,19 @@ def in_thread(node, fn: Callable[[], Any], name: str = "emu_ros_worker") -> Futu
     return fut
 
 
+def shutdown_executor(executor, timeout_sec: Optional[float] = None) -> None:
+    """Shut an executor down without a callback hitting its destroyed guard condition.
+
+    rclpy (Kilted) destroys the executor's guard condition before it joins a MultiThreadedExecutor's
+    worker pool, so a callback still running there fails on it and prints "exception was never
+    retrieved: cannot use Destroyable" at exit. Joining the pool first lets those callbacks finish.
+    """
+    pool = getattr(executor, "_executor", None)  # MultiThreadedExecutor's ThreadPoolExecutor (Humble..Kilted)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    executor.shutdown(timeout_sec=timeout_sec)
+
+
 def spin_nodes(nodes: Sequence, threads: int = 4, after: Optional[Callable[[], None]] = None) -> int:
     """Spin nodes in a MultiThreadedExecutor until Ctrl-C or shutdown; the usual main() body."""
     executor = MultiThreadedExecutor(num_threads=threads)
@@ -68,7 +81,7 @@ def spin_nodes(nodes: Sequence, threads: int = 4, after: Optional[Callable[[], N
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        shutdown_executor(executor)
         for n in nodes:
             try:
                 n.destroy_node()

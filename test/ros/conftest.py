@@ -8,7 +8,6 @@ from typing import Callable
 import pytest
 
 import os
-import sys
 
 try:
     import rclpy  # noqa: F401
@@ -24,6 +23,8 @@ except Exception as e:  # noqa: BLE001 - any import failure means "not built"
 
 import rclpy  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+
+from emu_ros.ros.node_utils import shutdown_executor  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,7 @@ def spin(ros_context):
         stop.set()
     for ex, t, stop, nodes in executors:
         t.join(timeout=5.0)
-        ex.shutdown(timeout_sec=2.0)
+        shutdown_executor(ex, timeout_sec=2.0)
         for n in nodes:
             n.destroy_node()
 

@@ -167,8 +167,8 @@ def system(spin, tmp_path):
         spin(robot, guidance, bridge, cam)
         assert guidance.trigger_configure() and guidance.trigger_activate()
         client_node = Node("execute_client")
+        client = ActionClient(client_node, ExecuteTask, "/emu_bridge/execute_task")  # before spinning: see test_guidance_node.plan_client
         spin(client_node, single=True)
-        client = ActionClient(client_node, ExecuteTask, "/emu_bridge/execute_task")
         assert client.wait_for_server(timeout_sec=10)
 
         def send(instruction="pick_cube", timeout=60.0, cancel_after=None, **goal_fields):

@@ -105,8 +105,15 @@ def guidance(spin, tmp_path):
     return node
 
 
-def send(client_node, goal, timeout=20.0):
-    client = ActionClient(client_node, GeneratePlan, "/emu_guidance/generate_plan")
+def plan_client(client_node) -> ActionClient:
+    """The outside client, created before its node is spun: adding an action client to a node whose
+    executor is already waiting races rclpy's wait-set build (the spin thread dies, results never come)."""
+    from emu_ros.ros.node_utils import GOAL_SERVICE_QOS
+
+    return ActionClient(client_node, GeneratePlan, "/emu_guidance/generate_plan", goal_service_qos_profile=GOAL_SERVICE_QOS)
+
+
+def send(client, goal, timeout=20.0):
     assert client.wait_for_server(timeout_sec=10.0)
     feedback, done, out = [], threading.Event(), {}
 
@@ -132,11 +139,12 @@ def test_replay_plan_markers_and_late_subscriber(guidance, spin, tmp_path, wait_
     markers = []
     client_node.create_subscription(MarkerArray, "/emu_guidance/markers", markers.append, LATCHED)
     spin(pub_node)
+    client = plan_client(client_node)
     spin(client_node, single=True)
     assert replay(pub_node, bag) == 30
     assert wait_for(lambda: guidance.hub.status()[0].received > 0)
     with streaming(pub_node, bag):
-        out, fb = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+        out, fb = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     r = out["result"]
     assert r.status == 4, r.result.message
     assert r.result.success and len(r.result.plan.steps) == 7
@@ -163,9 +171,10 @@ def test_silent_camera_and_bad_images_refuse_to_plan_without_crashing(guidance, 
     assert go(guidance, "configure") == "inactive" and go(guidance, "activate") == "active"
     client_node = Node("plan_client2")
     pub = client_node.create_publisher(Image, CAM_TOPIC, qos_profile_sensor_data)
+    client = plan_client(client_node)
     spin(client_node, single=True)
     # 1) camera silent → aborted with the camera named, node alive
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    out, _ = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     assert out["result"].status == 6 and "cam_high" in out["result"].result.message
     # 2) wrong encoding, corrupt size, oversized header → dropped with a reason, still no plan
     bad = numpy_to_image(np.zeros((4, 4, 3), np.uint8))
@@ -178,22 +187,22 @@ def test_silent_camera_and_bad_images_refuse_to_plan_without_crashing(guidance, 
         pub.publish(m)
     # kept raw by the callback (O(1)); judged and dropped with a reason when the plan observes
     assert wait_for(lambda: guidance.hub.status()[0].received >= 1)
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    out, _ = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     assert out["result"].status == 6 and "dropped" in out["result"].result.message
     assert guidance.hub.status()[0].last_error != ""
     # 3) a good frame → plans; goal images override cameras; malformed history is a clear abort
     n_bad = guidance.hub.status()[0].received
     pub.publish(numpy_to_image(np.full((480, 640, 3), 90, np.uint8)))
     assert wait_for(lambda: guidance.hub.status()[0].received > n_bad)
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl",
+    out, _ = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl",
                                                  history=[StepRecord(text="x", status="exploded")]))
     assert out["result"].status == 6 and "unknown status" in out["result"].result.message
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl",
+    out, _ = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl",
                                                  history=[StepRecord(text="Move the right gripper above the red cube",
                                                                      status="finished")], revision=1))
     assert out["result"].status == 4 and out["result"].result.plan.revision == 1
     assert out["result"].result.plan.steps[0].text == "Lower the right gripper around the cube"
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="an unknown task nobody scripted"))
+    out, _ = send(client, GeneratePlan.Goal(instruction="an unknown task nobody scripted"))
     assert out["result"].status == 6 and out["result"].result.message
 
 
@@ -239,9 +248,10 @@ def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_pa
     got = []
     client_node.create_subscription(PlanMsg, "/emu_guidance/plan", got.append, LATCHED)
     spin(pub_node)
+    client = plan_client(client_node)
     spin(client_node, single=True)
     with streaming(pub_node, bag):
-        out, _ = send(client_node, GeneratePlan.Goal(instruction="transfer the cube"), timeout=120)
+        out, _ = send(client, GeneratePlan.Goal(instruction="transfer the cube"), timeout=120)
     r = out["result"]
     assert r.status == 4, r.result.message  # seed 0 decodes to text-only steps (random weights)
     assert r.result.plan.source == "emu35-ar" and 1 <= len(r.result.plan.steps) <= 12
@@ -264,20 +274,18 @@ def test_model_exception_rapid_goals_and_shutdown_mid_goal(guidance, spin, wait_
     client_node = Node("plan_client_faults")
     pub = client_node.create_publisher(Image, CAM_TOPIC, qos_profile_sensor_data)
     client_node.create_timer(0.05, lambda: pub.publish(numpy_to_image(np.full((48, 64, 3), 80, np.uint8))))
+    client = plan_client(client_node)
     spin(client_node, single=True)
     assert wait_for(lambda: guidance.hub.status()[0].received > 0)
     # 1) the backend raising is an aborted goal with the message; the node stays active
     real_model = guidance.engine.world_model
     guidance.engine.world_model = _ExplodingModel()
-    out, _ = send(client_node, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
+    out, _ = send(client, GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     assert out["result"].status == 6 and "illegal memory access" in out["result"].result.message
     # 2) 200 rapid goals while a slow plan runs: all but the running one are rejected, none crashes
     from emu_ros.guidance.backends.scripted import ScriptedWorldModel
 
     guidance.engine.world_model = ScriptedWorldModel(task_dir=TASKS, step_delay_s=0.5)
-    from emu_ros.ros.node_utils import GOAL_SERVICE_QOS
-
-    client = ActionClient(client_node, GeneratePlan, "/emu_guidance/generate_plan", goal_service_qos_profile=GOAL_SERVICE_QOS)
     assert client.wait_for_server(timeout_sec=5)
     first = client.send_goal_async(GeneratePlan.Goal(instruction="pick up the red cube and put it in the bowl"))
     assert wait_for(lambda: first.done() and first.result().accepted)
