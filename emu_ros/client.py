@@ -45,8 +45,10 @@ class TaskResult(enum.Enum):
 class EmuClient:
     def __init__(self, node: Optional[Node] = None, namespace: str = "", bridge: str = "emu_bridge",
                  guidance: str = "emu_guidance"):
-        """Use `node` (you spin it) or create an own node spun in a background single-threaded executor
-        (a single thread: rclpy's ActionClient may drop feedback under a multi-threaded executor)."""
+        """Use `node` (you spin it, after this constructor: rclpy's ActionClient must not be added to a
+        node whose executor is already spinning, ros2/rclpy#1589) or create an own node spun in a background
+        single-threaded executor (a single thread: rclpy's ActionClient may drop feedback under a
+        multi-threaded executor)."""
         self._own = node is None
         self._inited = False
         if self._own and not rclpy.ok():
