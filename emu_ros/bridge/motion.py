@@ -22,7 +22,12 @@ class ArmMotion:
     """Kinematics and goal sending for the skill families (mixed into ProfileSkillExecutor)."""
 
     def _q(self, arm: ArmSpec) -> np.ndarray:
-        return self.adapter.joint_state().get(arm.joint_names)
+        """Measured arm joints, clipped into the chain's limits: a joint resting a hair past its limit
+        (3.1428 for a 3.14158 forearm roll, measured) would otherwise make the first waypoint of every
+        path planned from here an invalid goal."""
+        q = self.adapter.joint_state().get(arm.joint_names)
+        chain = self.chains.get(arm.name)
+        return q if chain is None else np.clip(q, chain.lower, chain.upper)
 
     def _opening(self, gripper: str) -> float:
         return float(self.adapter.joint_state().positions.get(self.profile.gripper(gripper).joint, np.nan))

@@ -56,7 +56,10 @@ def yaw_from_rotation(R: np.ndarray) -> float:
     A cube knocked over lies on another face, so its x axis may point up; a horizontal axis still
     gives the yaw of its vertical faces (mod pi/2 for a cube).
     """
-    k = int(np.argmin(np.abs(R[2, :])))
+    tilt = np.abs(R[2, :])
+    # x when it is (about) as horizontal as the best: a flat object lying on its largest face has two
+    # horizontal axes, and its yaw must be that of its length (x), not whichever one rounding favours
+    k = 0 if tilt[0] <= tilt.min() + 0.05 else int(np.argmin(tilt))
     a = R[:, k]
     return float(np.arctan2(a[1], a[0]))
 
