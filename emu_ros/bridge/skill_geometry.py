@@ -27,6 +27,7 @@ class SkillDefaults:
     linear_speed: float = 0.6  # m/s cap on any Cartesian segment
     waypoint_spacing: float = 0.02  # m between IK waypoints on straight segments
     retreat: float = 0.10
+    retreat_toward_base: bool = False  # after a place: back toward the arm's base as well as up
     place_height: float = 0.0  # object centre above the place target when opening
     lift_orient: str = "toward"  # at a lift target: "toward" = fingers point across the table, "keep" = as grasped
     insert_depth: float = 0.09  # held object's centre this far from the target's centre at the end of an insert
@@ -42,6 +43,13 @@ class SkillDefaults:
     gripper_open: float = 1.0
     gripper_closed: float = 0.0
     close_settle_s: float = 0.0
+    # pinch grasp of thin objects (skills_pinch): only for objects whose task parameters say pinch: true
+    pinch: bool = False
+    pinch_height: float = 0.004  # fingertip centre above the surface when the pinch closes
+    pinch_inset: float = 0.03  # pinch point this far in from the object's end
+    pinch_tilt: float = 0.3  # rad the fingers lean toward the object's middle (wrist trailing)
+    pinch_descent: float = 0.03  # the last metres of the descent go at pinch_speed
+    pinch_speed: float = 0.04  # m/s
 
 
 class SkillError(RuntimeError):

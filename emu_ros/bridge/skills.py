@@ -17,7 +17,7 @@ The executor records what should hold afterwards (`expect_holding`, `expect_rele
 
 The executor is assembled from one part per job: `motion.ArmMotion` (IK, timing, goals),
 `skill_geometry` (defaults, tool frames), and the skill families in `skills_gripper`,
-`skills_pick_place`, `handover` and `skills_contact`. `SKILL_HANDLERS` below is the one table of
+`skills_pick_place`, `skills_pinch` (thin objects), `handover` and `skills_contact`. `SKILL_HANDLERS` below is the one table of
 skill name -> method.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ from emu_ros.bridge.skill_geometry import SkillDefaults, SkillError, frame
 from emu_ros.bridge.skills_contact import ContactSkills
 from emu_ros.bridge.skills_gripper import GripperSkills
 from emu_ros.bridge.skills_pick_place import PickPlaceSkills
+from emu_ros.bridge.skills_pinch import PinchSkills
 from emu_ros.core.kinematics import SerialChain, yaw_from_rotation
 from emu_ros.core.profile import ArmSpec, RobotProfile
 from emu_ros.core.protocols import ObjectEstimate, Perception, PerceptionError, RobotAdapter, SkillCall, SkillExecution
@@ -48,6 +49,7 @@ __all__ = ["SKILLS", "SKILL_HANDLERS", "ProfileSkillExecutor", "SkillDefaults", 
 SKILL_HANDLERS: dict[str, Callable] = {
     "reach": PickPlaceSkills._skill_reach,
     "grasp": PickPlaceSkills._skill_grasp,
+    "pinch": PinchSkills._skill_pinch,
     "lift": PickPlaceSkills._skill_lift,
     "place": PickPlaceSkills._skill_place,
     "release": GripperSkills._skill_release,
@@ -62,7 +64,7 @@ SKILL_HANDLERS: dict[str, Callable] = {
 SKILLS = tuple(SKILL_HANDLERS)
 
 
-class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, HandoverSkills, ContactSkills):
+class ProfileSkillExecutor(ArmMotion, GripperSkills, PickPlaceSkills, PinchSkills, HandoverSkills, ContactSkills):
     """SkillExecutor for any profile whose arms have kinematic chains."""
 
     def __init__(self, profile: RobotProfile, adapter: RobotAdapter, perception: Optional[Perception] = None,

@@ -27,6 +27,9 @@ class PickPlaceSkills:
             if giver is not None:
                 self._handover_approach(arm, giver, call, pos, body, ex, cancel)
                 return
+            if self._is_pinch_object(call, body):  # a thin object: above the point where it will be pinched
+                self._above_pinch(arm, call, pos, yaw, body, ex, cancel)
+                return
             if not self._grip(arm, float(self.param(call, "gripper_open")), ex, cancel):
                 return
             self.holding.pop(arm.gripper, None)
@@ -69,6 +72,9 @@ class PickPlaceSkills:
         arm = self._arm(call)
         pos, yaw, body = self._locate(call.obj)
         giver = self._giver(arm, body)
+        if giver is None and self._is_pinch_object(call, body):  # thin and flat: only a pinch holds it
+            self._pinch(arm, call, pos, yaw, body, ex, cancel)
+            return
         if giver is not None:  # receiving a handed-over object
             p, rots = self._handover_pose(arm, giver, call, pos, body)
             p_now, R_now = self._tool(arm)
@@ -160,14 +166,41 @@ class PickPlaceSkills:
         pts += self._line(arm, q1, p_down, R, call, what="placing descent")
         if not self._send(arm, pts, ex, cancel):
             return
+        if body and not self._holds_something(arm.gripper):
+            # it slipped out on the way: opening now would report a place that did not happen; the
+            # monitor sees the empty gripper (expect_holding) and the step is unfinished
+            log.info("place: %s no longer holds %s at the place target", arm.gripper, body)
+            self.holding.pop(arm.gripper, None)
+            ex.expect_holding = (arm.gripper,)
+            return
         if call.params.get("release", True):
             if not self._grip(arm, float(self.param(call, "gripper_open")), ex, cancel):
                 return
             self.holding.pop(arm.gripper, None)
-            q2 = self._q(arm)
-            p2, R2 = self._tool(arm, q2)
-            self._send(arm, self._line(arm, q2, p2 + np.array([0, 0, float(self.param(call, "retreat"))]), R2, call,
-                                       what="retreat"), ex, cancel)
+            self._retreat(arm, call, body, ex, cancel)
             ex.expect_released = (arm.gripper,)
         else:
             ex.expect_holding = (arm.gripper,)
+
+    def _retreat(self, arm: ArmSpec, call: SkillCall, body: Optional[str], ex: SkillExecution,
+                 cancel: Optional[CancelToken]) -> None:
+        """Move the opened hand away from what it just put down: `retreat` metres up, and as far back toward
+        the arm's base when `retreat_toward_base` is set (a shared bin is then left free for the other arm).
+        Where that is out of reach a shorter straight-up retreat is used; the object is already placed."""
+        q2 = self._q(arm)
+        p2, R2 = self._tool(arm, q2)
+        r = float(self.param(call, "retreat", body))
+        back = unit(np.r_[np.asarray(arm.chain.base_xyz, float)[:2] - p2[:2], 0.0])
+        goals = [p2 + np.array([0.0, 0.0, r]), p2 + np.array([0.0, 0.0, r / 2])]
+        if self.param(call, "retreat_toward_base", body):
+            goals.insert(0, p2 + np.array([0.0, 0.0, r]) + r * back)
+        for k, goal in enumerate(goals):
+            try:
+                pts = self._line(arm, q2, goal, R2, call, what="retreat")
+            except SkillError as e:
+                if k == len(goals) - 1:
+                    raise
+                log.info("retreat of the %s: %s; trying a shorter one", arm.name, e)
+                continue
+            self._send(arm, pts, ex, cancel)
+            return
