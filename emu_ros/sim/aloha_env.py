@@ -58,6 +58,8 @@ class TaskSpec:
 TASKS = {
     "transfer_cube": TaskSpec("transfer_cube", "bimanual_viperx_transfer_cube.xml", "TransferCubeTask", ("box",)),
     "insertion": TaskSpec("insertion", "bimanual_viperx_insertion.xml", "InsertionTask", ("peg", "socket")),
+    # our scene (emu_ros.sim.clear_table), built from gym-aloha's arms and table
+    "clear_table": TaskSpec("clear_table", "", "ClearTableTask", ("napkin", "cup", "spoon", "sponge")),
 }
 
 
@@ -73,9 +75,13 @@ def _headless_task(base_cls):
 
 
 def sample_initial_pose(task: str, seed: Optional[int]) -> np.ndarray:
-    """The object pose(s) gym-aloha's `AlohaEnv.reset(seed)` would draw for this seed."""
+    """The object pose(s) gym-aloha's `AlohaEnv.reset(seed)` would draw for this seed (clear_table: our layout)."""
     from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
+    if task == "clear_table":
+        from emu_ros.sim.clear_table import sample_layout
+
+        return sample_layout(seed).qpos()
     if task == "transfer_cube":
         return np.asarray(sample_box_pose(seed), float)
     return np.concatenate(sample_insertion_pose(seed)).astype(float)
@@ -100,8 +106,14 @@ class AlohaSim:
         self.shadows = bool(shadows)
         self._aloha_tasks = aloha_tasks
         self._PhysicsError = control.PhysicsError
-        self.physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / self.spec.xml))
-        self.task = _headless_task(getattr(aloha_tasks, self.spec.task_class))()
+        if task == "clear_table":
+            from emu_ros.sim import clear_table
+
+            self.physics = clear_table.build_physics()
+            self.task = clear_table.clear_table_task_class()()
+        else:
+            self.physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / self.spec.xml))
+            self.task = _headless_task(getattr(aloha_tasks, self.spec.task_class))()
         self.env = control.Environment(self.physics, self.task, time_limit=float("inf"), control_timestep=CONTROL_DT,
                                        n_sub_steps=None, flat_observation=False)
         self.lock = threading.RLock()
@@ -130,7 +142,12 @@ class AlohaSim:
         """
         with self.lock:
             self.seed = seed
-            self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
+            if self.task_name == "clear_table":
+                from emu_ros.sim.clear_table import sample_layout
+
+                self.task.layout = sample_layout(seed)
+            else:
+                self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
             self.env.reset()
             q = self.task.get_qpos(self.physics)
             self.action = np.asarray(q, float).copy()
@@ -192,7 +209,8 @@ class AlohaSim:
             return int(self.model.jnt_qposadr[jid])
 
     def set_object_pose(self, body: str, position: Sequence[float], quat: Optional[Sequence[float]] = None) -> None:
-        """Teleport a movable object (fault injection only) and zero its velocity."""
+        """Teleport a movable object (fault injection only) and zero its velocity; joints inside it (the
+        napkin's fold) go back to 0, so it lands unfolded."""
         import mujoco
 
         with self.lock:
@@ -200,9 +218,14 @@ class AlohaSim:
             self.data.qpos[adr:adr + 3] = position
             if quat is not None:
                 self.data.qpos[adr + 3:adr + 7] = quat
+            bid = self.model.body(body).id
             jid = self.model.body(body).jntadr[0]
             vadr = int(self.model.jnt_dofadr[jid])
             self.data.qvel[vadr:vadr + 6] = 0.0
+            for j in range(self.model.njnt):
+                if j != jid and self.model.body_rootid[self.model.jnt_bodyid[j]] == bid:
+                    self.data.qpos[self.model.jnt_qposadr[j]] = 0.0
+                    self.data.qvel[self.model.jnt_dofadr[j]] = 0.0
             mujoco.mj_forward(self.model, self.data)
             self.state_version += 1
 

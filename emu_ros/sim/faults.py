@@ -9,6 +9,14 @@ Kinds (each fires once per episode, at a chosen step or a seeded random eligible
 - ``abort``: the arm controller aborts the step's next trajectory half-way (ABORTED, -4).
 - ``camera_dropout``: every camera returns nothing for `dropout_s` seconds from the step's start.
 
+clear_table's own (each tied to one object):
+- ``missed_napkin``: as the pinch closes, the napkin slides 7 cm aside along the closing axis (it
+  keeps its yaw and lies flat): the fingers close beside it. Eligible: the napkin's first pinch.
+- ``napkin_slip``: while the napkin is carried to the bin, once it is in the air, it slips out and
+  lands flat on the table in front of the bin.
+- ``knocked_cup``: as the fingers close around the cup, they knock it over: it lies on its side
+  9 cm further on, its axis about along the arm's reach. Eligible: the cup's first grasp.
+
 Faults act on the simulator (ground truth) because that is where the world is; the step monitor
 must notice them only through robot signals.
 """
@@ -26,14 +34,23 @@ from emu_ros.sim.perception import GroundTruthPerception
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("none", "missed_grasp", "slip", "abort", "camera_dropout")
+FAULT_KINDS = ("none", "missed_grasp", "slip", "abort", "camera_dropout", "missed_napkin", "napkin_slip",
+               "knocked_cup")
 #: Skills a fault may hit.
 ELIGIBLE = {
-    "missed_grasp": ("grasp",),
+    "missed_grasp": ("grasp", "pinch"),
     "slip": ("lift",),
-    "abort": ("reach", "grasp", "lift", "place", "release", "insert", "push", "wipe"),
+    "abort": ("reach", "grasp", "pinch", "lift", "place", "release", "insert", "push", "wipe"),
     "camera_dropout": None,  # any step
+    "missed_napkin": ("pinch", "grasp"),
+    "napkin_slip": ("place", "lift"),
+    "knocked_cup": ("grasp",),
 }
+#: Faults that hit one object only (the step's object must resolve to it).
+FAULT_OBJECT = {"missed_napkin": "napkin", "napkin_slip": "napkin", "knocked_cup": "cup"}
+#: Faults that strike as the gripper closes (the first grasp of their object); the others strike in transport.
+CLOSING_FAULTS = ("missed_grasp", "missed_napkin", "knocked_cup")
+TRANSPORT_FAULTS = ("slip", "napkin_slip")
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,10 @@ class FaultInjector:
             return None
         skills = ELIGIBLE[self.spec.kind]
         eligible = [i for i, c in enumerate(calls) if c is not None and (skills is None or c.skill in skills)]
-        if self.spec.kind == "missed_grasp":
+        target_body = FAULT_OBJECT.get(self.spec.kind)
+        if target_body is not None:
+            eligible = [i for i in eligible if calls[i].obj and self.oracle.resolve(calls[i].obj) == target_body]
+        if self.spec.kind in CLOSING_FAULTS:
             # only the first grasp of each object (from the table): a receiving grasp in a handover
             # touches the object before the fingers close, and the simulator has already scored it
             seen, first = set(), []
@@ -150,18 +170,52 @@ class FaultInjector:
         if a is None:
             return
         gi = 6 if a["side"] == "left" else 13
-        if self.spec.kind == "missed_grasp":
+        if self.spec.kind in CLOSING_FAULTS:
             if sim.action[gi] < 0.5 and sim.qpos14()[gi] > 0.5:  # commanded closed, fingers still open
                 a["closing"] += 1
             if a["closing"] >= 3:
-                self._teleport_aside(a)
-        elif self.spec.kind == "slip":
+                self._knock_over(a) if self.spec.kind == "knocked_cup" else self._teleport_aside(a)
+        elif self.spec.kind in TRANSPORT_FAULTS:
             pos, _ = sim.body_pose(a["body"])
             if sim.ticks - a["start"] >= 15 and pos[2] > 0.08:
                 self._drop(a)
 
     def _rest_z(self, body: str) -> float:
-        return {"box": 0.021, "peg": 0.011, "socket": 0.023}.get(body, 0.03)
+        from emu_ros.sim.clear_table import REST_Z
+
+        return {"box": 0.021, "peg": 0.011, "socket": 0.023, **REST_Z}.get(body, 0.03)
+
+    def _lying_flat(self, body: str) -> tuple:
+        """The body's orientation with only its yaw kept (wxyz): a napkin stays the way round it was."""
+        from emu_ros.core.kinematics import yaw_from_rotation
+
+        if body != "napkin":
+            return (1.0, 0.0, 0.0, 0.0)
+        yaw = yaw_from_rotation(self.sim.body_pose(body)[1])
+        return (float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2)))
+
+    def _knock_over(self, a: dict) -> None:
+        """The closing fingers knock the cup over: it lies on its side further along the reach."""
+        from emu_ros.sim.clear_table import CUP_RADIUS
+
+        body = a["body"]
+        pos, _ = self.sim.body_pose(body)
+        base = np.array([-0.469, 0.5]) if a["side"] == "left" else np.array([0.469, 0.5])
+        reach = pos[:2] - base
+        axis_yaw = float(np.arctan2(reach[1], reach[0]) + self.rng.uniform(-0.4, 0.4))
+        new = pos.copy()
+        # far enough along that the lying cup (8 cm long) clears the closing fingers: a teleport into them
+        # would fling it off the table
+        new[:2] = pos[:2] + 0.09 * np.array([np.cos(axis_yaw), np.sin(axis_yaw)])
+        new[2] = CUP_RADIUS + 0.001
+        # the cylinder's axis (body z) horizontal along axis_yaw: yaw about z, then 90 deg about the new y
+        cy, sy = np.cos(axis_yaw / 2), np.sin(axis_yaw / 2)
+        c4, s4 = np.cos(np.pi / 4), np.sin(np.pi / 4)
+        quat = (cy * c4, -sy * s4, cy * s4, sy * c4)  # q_yaw * q_pitch(+90 deg), wxyz
+        self.sim.set_object_pose(body, new, quat)
+        self._armed = None
+        self._fire(f"{body} knocked over at ({pos[0]:.3f}, {pos[1]:.3f}) as the {a['side']} gripper closed; it lies "
+                   f"at ({new[0]:.3f}, {new[1]:.3f}), axis yaw {axis_yaw:.2f} rad")
 
     def _teleport_aside(self, a: dict) -> None:
         """The object jumps away along the closing axis: the fingers close on nothing."""
@@ -181,7 +235,9 @@ class FaultInjector:
         new[2] = self._rest_z(body) if pos[2] < 0.06 else self._rest_z(body)
         new[0] = float(np.clip(new[0], -0.25, 0.25))
         new[1] = float(np.clip(new[1], 0.33, 0.67))
-        self.sim.set_object_pose(body, new, (1.0, 0.0, 0.0, 0.0))
+        if self.sim.task_name == "clear_table":  # never into (or onto the walls of) the bin
+            new[1] = float(min(new[1], 0.56))
+        self.sim.set_object_pose(body, new, self._lying_flat(body))
         self._armed = None
         self._fire(f"{body} moved from ({pos[0]:.3f}, {pos[1]:.3f}) to ({new[0]:.3f}, {new[1]:.3f}) as the "
                    f"{a['side']} gripper closed")
@@ -190,8 +246,9 @@ class FaultInjector:
         """The object slips out of the gripper and lands on the table below it."""
         body = a["body"]
         pos, _ = self.sim.body_pose(body)
-        new = np.array([np.clip(pos[0], -0.05, 0.22), np.clip(pos[1], 0.38, 0.62), self._rest_z(body)])
-        self.sim.set_object_pose(body, new, (1.0, 0.0, 0.0, 0.0))
+        y_max = 0.50 if self.sim.task_name == "clear_table" else 0.62  # clear_table: well in front of the bin
+        new = np.array([np.clip(pos[0], -0.05, 0.22), np.clip(pos[1], 0.38, y_max), self._rest_z(body)])
+        self.sim.set_object_pose(body, new, self._lying_flat(body))
         self._armed = None
         self._fire(f"{body} slipped out at z={pos[2]:.3f} and landed at ({new[0]:.3f}, {new[1]:.3f})")
 

@@ -25,6 +25,10 @@ ALIASES = {
     "transfer_cube": {"box": ("red cube", "cube", "red box", "box", "red block", "block", "red_box", "object")},
     "insertion": {"peg": ("red peg", "peg", "red_peg", "red stick", "stick"),
                   "socket": ("blue socket", "socket", "blue_socket", "blue box", "tube", "hole")},
+    "clear_table": {"napkin": ("napkin", "paper napkin", "pink napkin", "paper towel", "tissue", "serviette"),
+                    "cup": ("cup", "blue cup", "mug", "glass"),
+                    "spoon": ("spoon", "green spoon", "utensil", "cutlery", "fork"),
+                    "sponge": ("sponge", "yellow sponge")},
 }
 
 
@@ -56,8 +60,20 @@ class GroundTruthPerception:
             log.debug("oracle: no object matches %r", obj)
             return None
         p, R = self.sim.body_pose(body)
-        return ObjectEstimate(name=body, position=tuple(float(x) for x in p), yaw=yaw_from_rotation(R),
-                              confidence=1.0, source=self.name)
+        yaw = yaw_from_rotation(R)
+        if self._is_cylinder(body) and abs(R[2, 2]) < 0.5:
+            # a cylinder on its side (a knocked-over cup): the yaw of its axis, as a camera sees its length,
+            # so a grasp closes across it
+            yaw = float(np.arctan2(R[1, 2], R[0, 2]))
+        return ObjectEstimate(name=body, position=tuple(float(x) for x in p), yaw=yaw, confidence=1.0,
+                              source=self.name)
+
+    def _is_cylinder(self, body: str) -> bool:
+        import mujoco
+
+        m = self.sim.model
+        b = m.body(body)
+        return any(m.geom_type[g] == mujoco.mjtGeom.mjGEOM_CYLINDER for g in range(b.geomadr[0], b.geomadr[0] + b.geomnum[0]))
 
     def rotation(self, obj: str) -> Optional[np.ndarray]:
         """Full orientation (oracle only; skills use `locate().yaw`)."""

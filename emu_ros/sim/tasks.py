@@ -55,6 +55,25 @@ TASKS = {
             "skills": {"lift": {"lift_orient": "keep"}},
         },
     ),
+    "clear_table": SimTaskDef(
+        name="clear_table",
+        instruction="clear the table",
+        skill_params={
+            "objects": {
+                # a strip folded from a paper napkin: pinched at the end nearest the arm (skills_pinch)
+                "napkin": {"pinch": True, "grasp_symmetry": 2, "object_half_height": 0.003,
+                           "object_half_length": 0.10, "place_offset": (0.01, -0.02, 0.0)},
+                # 2-fold: upright any closing axis holds it; on its side only one across its axis does
+                "cup": {"grasp_symmetry": 2, "object_half_height": 0.04, "grasp_offset_z": -0.008,  # pads across its widest line
+                        "place_offset": (-0.045, -0.03, 0.02)},
+                "spoon": {"grasp_symmetry": 2, "object_half_height": 0.006, "place_offset": (0.04, 0.035, 0.0)},
+                "sponge": {"grasp_symmetry": 2, "object_half_height": 0.02, "place_offset": (-0.045, 0.035, 0.0)},
+            },
+            # released 10 cm up over the bin's middle (walls 6 cm): each object falls into its own quarter
+            "locations": {"bin": (0.0, 0.70, 0.10)},
+            "skills": {"place": {"retreat_toward_base": True}},  # leave the shared bin free for the other arm
+        },
+    ),
 }
 
 

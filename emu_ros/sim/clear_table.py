@@ -1,0 +1,204 @@
+"""The `clear_table` scene: the gym-aloha bimanual ViperX cell with a (pink) napkin, a (blue) cup, a
+(green) spoon and a (yellow) sponge to be put into a bin — the product card's table-clearing example, in simulation.
+
+Why the napkin is a thin articulated body and not a MuJoCo flex cloth: a paper napkin folded into
+a 20 x 5 cm strip (the way it lies beside a plate) is two hinged panels, 6 mm thick, 10 g. That keeps what
+matters for the task — it is flat and light, it has to be pinched at its end with the fingertips
+almost on the table, and when it is lifted by one end the other half hangs and swings — at the
+cost of two bodies and one hinge. A flexcomp grid of a few dozen vertices would add hundreds of
+contacts per step at the 2 ms physics step, where the whole episode has to stay well under a
+minute of wall time on two CPU cores (see the issue-16 note for the measured figures).
+
+Success is scored from the simulator state only: an object counts as cleared when its centre is
+inside the bin's inner volume. The dm_control reward is that count (0..4), so `max_reward` and
+`reward` behave like gym-aloha's for the other tasks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+#: Movable bodies in qpos order after the 16 robot dofs (napkin: free joint + one hinge).
+OBJECTS = ("napkin", "cup", "spoon", "sponge")
+
+#: The bin: a fixed open box behind the middle of the table, reachable by both arms.
+BIN_CENTER = (0.0, 0.70)
+BIN_INNER_HALF = (0.10, 0.08)  # inner half extents in x, y (m)
+BIN_WALL_HEIGHT = 0.06
+BIN_WALL = 0.006  # wall thickness
+
+NAPKIN_HALF = (0.05, 0.025, 0.003)  # one panel's half extents: two panels make a 20 x 5 cm strip
+CUP_RADIUS, CUP_HALF_HEIGHT = 0.026, 0.04
+SPOON_HALF = (0.07, 0.011, 0.006)
+SPONGE_HALF = (0.035, 0.025, 0.02)
+
+#: Rest height of each object's body origin on the table (fault injection puts objects back here).
+REST_Z = {"napkin": NAPKIN_HALF[2], "cup": CUP_HALF_HEIGHT, "spoon": SPOON_HALF[2], "sponge": SPONGE_HALF[2]}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Seeded start poses: (x, y, yaw) per object."""
+
+    poses: dict
+
+    def qpos(self) -> np.ndarray:
+        """The object block of qpos: per free joint xyz + quat (wxyz); the napkin hinge angle after its free joint."""
+        out = []
+        for name in OBJECTS:
+            x, y, yaw = self.poses[name]
+            out += [x, y, REST_Z[name] + 0.002, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+            if name == "napkin":
+                out.append(0.0)
+        return np.asarray(out, float)
+
+
+#: Where each object starts (x range, y range, yaw range): napkin and spoon on the right arm's side,
+#: cup and sponge on the left's, all in front of the bin and apart from each other.
+START_REGIONS = {
+    "napkin": ((0.08, 0.18), (0.38, 0.45), (-0.35, 0.35)),
+    "spoon": ((0.15, 0.24), (0.52, 0.57), (-0.4, 0.4)),
+    "cup": ((-0.20, -0.10), (0.38, 0.46), (0.0, 0.0)),
+    "sponge": ((-0.24, -0.15), (0.52, 0.57), (-0.4, 0.4)),
+}
+
+
+def sample_layout(seed: Optional[int]) -> Layout:
+    """Object poses for a seed (numpy's seeded generator; seed None = a random scene)."""
+    rng = np.random.default_rng(seed)
+    poses = {}
+    for name in OBJECTS:
+        (x0, x1), (y0, y1), (a0, a1) = START_REGIONS[name]
+        poses[name] = (float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)), float(rng.uniform(a0, a1)))
+    return Layout(poses)
+
+
+def in_bin(position) -> bool:
+    """Whether a body centre lies inside the bin's inner volume (the success region)."""
+    x, y, z = (float(v) for v in position)
+    return (abs(x - BIN_CENTER[0]) <= BIN_INNER_HALF[0] and abs(y - BIN_CENTER[1]) <= BIN_INNER_HALF[1]
+            and z <= BIN_WALL_HEIGHT + 0.05)  # resting on what is already inside counts; held above it does not
+
+
+def _box_inertial(mass: float, half, pos=(0.0, 0.0, 0.0)) -> str:
+    """An explicit <inertial> (gym-aloha's compiler takes inertia from geoms of groups 4-5 only)."""
+    a, b, c = (2 * float(v) for v in half)
+    d = (mass * (b * b + c * c) / 12, mass * (a * a + c * c) / 12, mass * (a * a + b * b) / 12)
+    return (f'<inertial pos="{pos[0]:.4f} {pos[1]:.4f} {pos[2]:.4f}" mass="{mass}" '
+            f'diaginertia="{d[0]:.3e} {d[1]:.3e} {d[2]:.3e}"/>')
+
+
+def scene_xml() -> str:
+    """The MJCF of the scene; it includes gym-aloha's table, lights, cameras and both arms."""
+    bx, by = BIN_CENTER
+    hx, hy = BIN_INNER_HALF
+    t, h = BIN_WALL, BIN_WALL_HEIGHT
+    n = NAPKIN_HALF
+    contact = 'condim="4" solimp="2 1 0.01" solref="0.01 1"'
+    walls = "\n".join(
+        f'<geom type="box" name="bin_{k}" pos="{px:.4f} {py:.4f} {h / 2:.4f}" size="{sx:.4f} {sy:.4f} {h / 2:.4f}" '
+        f'rgba="0.55 0.42 0.25 1"/>'
+        for k, px, py, sx, sy in (("w", -hx - t, 0.0, t, hy + 2 * t), ("e", hx + t, 0.0, t, hy + 2 * t),
+                                  ("s", 0.0, -hy - t, hx, t), ("n", 0.0, hy + t, hx, t)))
+    return f"""<mujoco model="clear_table">
+  <include file="scene.xml"/>
+  <include file="vx300s_dependencies.xml"/>
+  <worldbody>
+    <include file="vx300s_left.xml"/>
+    <include file="vx300s_right.xml"/>
+    <body name="bin" pos="{bx} {by} 0">
+      <geom type="box" name="bin_floor" pos="0 0 0.002" size="{hx + 2 * t:.4f} {hy + 2 * t:.4f} 0.002" rgba="0.55 0.42 0.25 1"/>
+      {walls}
+    </body>
+    <body name="napkin" pos="0.15 0.44 0.01">
+      <freejoint name="napkin_joint"/>
+      {_box_inertial(0.005, n, (-n[0], 0, 0))}
+      <geom type="box" name="napkin_a" pos="{-n[0]:.4f} 0 0" size="{n[0]} {n[1]} {n[2]}" {contact}
+            friction="1.2 0.01 0.001" rgba="0.85 0.12 0.45 1"/>
+      <body name="napkin_b" pos="0 0 0">
+        {_box_inertial(0.005, n, (n[0], 0, 0))}
+        <joint name="napkin_fold" type="hinge" axis="0 1 0" range="-2.6 2.6" stiffness="0.002" damping="0.002"/>
+        <geom type="box" name="napkin_b" pos="{n[0]:.4f} 0 0" size="{n[0]} {n[1]} {n[2]}" {contact}
+              friction="1.2 0.01 0.001" rgba="0.82 0.11 0.43 1"/>
+      </body>
+    </body>
+    <body name="cup" pos="-0.15 0.46 0.05">
+      <freejoint name="cup_joint"/>
+      {_box_inertial(0.08, (CUP_RADIUS, CUP_RADIUS, CUP_HALF_HEIGHT))}
+      <geom type="cylinder" name="cup" size="{CUP_RADIUS} {CUP_HALF_HEIGHT}" {contact}
+            friction="1 0.005 0.0001" rgba="0.1 0.45 0.9 1"/>
+    </body>
+    <body name="spoon" pos="0.17 0.58 0.02">
+      <freejoint name="spoon_joint"/>
+      {_box_inertial(0.03, SPOON_HALF)}
+      <geom type="box" name="spoon" size="{SPOON_HALF[0]} {SPOON_HALF[1]} {SPOON_HALF[2]}" {contact}
+            friction="1 0.005 0.0001" rgba="0.15 0.7 0.25 1"/>
+    </body>
+    <body name="sponge" pos="-0.17 0.58 0.03">
+      <freejoint name="sponge_joint"/>
+      {_box_inertial(0.02, SPONGE_HALF)}
+      <geom type="box" name="sponge" size="{SPONGE_HALF[0]} {SPONGE_HALF[1]} {SPONGE_HALF[2]}" {contact}
+            friction="1 0.005 0.0001" rgba="1.0 0.85 0.1 1"/>
+    </body>
+  </worldbody>
+{_ACTUATORS}
+</mujoco>
+"""
+
+
+def _actuator_block() -> str:
+    rows = []
+    for side in ("left", "right"):
+        for j, lo, hi, kp, force in (("waist", -3.14158, 3.14158, 800, 150), ("shoulder", -1.85005, 1.25664, 1600, 300),
+                                     ("elbow", -1.76278, 1.6057, 800, 100), ("forearm_roll", -3.14158, 3.14158, 10, 100),
+                                     ("wrist_angle", -1.8675, 2.23402, 50, None),
+                                     ("wrist_rotate", -3.14158, 3.14158, 20, None)):
+            lim = f' forcelimited="true" forcerange="-{force} {force}"' if force else ""
+            rows.append(f'<position ctrllimited="true" ctrlrange="{lo} {hi}" joint="vx300s_{side}/{j}" kp="{kp}"{lim}/>')
+        rows.append(f'<position ctrllimited="true" ctrlrange="0.021 0.057" joint="vx300s_{side}/left_finger" kp="200"/>')
+        rows.append(f'<position ctrllimited="true" ctrlrange="-0.057 -0.021" joint="vx300s_{side}/right_finger" kp="200"/>')
+    return "<actuator>\n    " + "\n    ".join(rows) + "\n  </actuator>"
+
+
+_ACTUATORS = _actuator_block()
+
+
+def build_physics():
+    """dm_control Physics of the scene, with gym-aloha's meshes and included files as assets."""
+    from dm_control import mujoco as dm_mujoco
+    from gym_aloha import constants
+
+    assets = {p.name: p.read_bytes() for p in Path(constants.ASSETS_DIR).iterdir() if p.suffix in (".xml", ".stl")}
+    return dm_mujoco.Physics.from_xml_string(scene_xml(), assets=assets)
+
+
+def clear_table_task_class():
+    """The dm_control task: gym-aloha's bimanual control, our seeded layout, reward = objects in the bin."""
+    from gym_aloha.constants import START_ARM_POSE
+    from gym_aloha.tasks.sim import BimanualViperXTask
+
+    class ClearTableTask(BimanualViperXTask):
+        layout: Optional[Layout] = None
+
+        def __init__(self, random=None):
+            super().__init__(random=random)
+            self.max_reward = len(OBJECTS)
+
+        def initialize_episode(self, physics):
+            layout = self.layout or sample_layout(0)
+            with physics.reset_context():
+                physics.named.data.qpos[:16] = START_ARM_POSE
+                np.copyto(physics.data.ctrl, START_ARM_POSE)
+                physics.data.qpos[16:] = layout.qpos()
+            super(BimanualViperXTask, self).initialize_episode(physics)
+
+        def get_observation(self, physics):
+            return {"qpos": self.get_qpos(physics)}
+
+        def get_reward(self, physics):
+            return float(sum(in_bin(physics.named.data.xpos[name]) for name in OBJECTS))
+
+    return ClearTableTask
