@@ -3,6 +3,7 @@
     emu-ros demo                                  # transfer_cube, seed 0, missed grasp, via ROS nodes
     emu-ros demo --fault none --seed 3 --out /tmp/demo
     emu-ros demo --no-ros                         # the same loop without rclpy (core TaskRunner)
+    emu-ros demo --task clear_table --fault missed_napkin   # 12 steps, napkin pinch missed and repaired
 
 The pipeline is the real one: simulated cameras → emu_guidance (lifecycle node, GeneratePlan) →
 emu_bridge (ExecuteTask, TaskRunner, skills, StepMonitor) → simulated arms, in one process. The
@@ -25,14 +26,20 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+from emu_ros.sim.faults import FAULT_KINDS
+from emu_ros.sim.tasks import TASKS
+
 log = logging.getLogger("emu_ros.demo")
+#: the fault a demo shows when none is named
+DEFAULT_FAULT = {"clear_table": "missed_napkin"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emu-ros demo", description=__doc__.split("\n")[0])
-    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
+    p.add_argument("--task", default="transfer_cube", choices=sorted(TASKS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fault", default="missed_grasp", choices=["none", "missed_grasp", "slip", "abort", "camera_dropout"])
+    p.add_argument("--fault", default=None, choices=FAULT_KINDS,
+                   help="injected fault (default: missed_grasp; clear_table: missed_napkin)")
     p.add_argument("--perception", default="oracle", choices=["oracle", "camera"],
                    help="object poses: the labelled ground-truth oracle, or camera perception on rendered RGB-D frames")
     p.add_argument("--max-replans", type=int, default=3)
@@ -235,6 +242,8 @@ def newest_run(log_root: Path) -> Optional[Path]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fault is None:
+        args.fault = DEFAULT_FAULT.get(args.task, "missed_grasp")
     logging.basicConfig(level=logging.WARNING if not args.quiet else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MUJOCO_GL", "egl")

@@ -67,7 +67,7 @@ def summary(rows: dict) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m emu_ros.bench.guidance_modes", description=__doc__.split("\n")[0])
-    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion"])
+    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion", "clear_table"])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--first-seed", type=int, default=100, help="held-out seeds (not the tests' 0..9)")
     p.add_argument("--planner-step-s", type=float, default=1.0, help="generation time per step of the stand-in planner")

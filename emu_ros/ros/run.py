@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dida-dir", default=None, help="DiDA-adapted weights directory")
     p.add_argument("--decoder", default=None, choices=["ar", "dida"], help="image decoder for emu35")
     p.add_argument("--device", default=None, help="torch device for emu35 (cuda, cpu)")
-    p.add_argument("--sim-task", default="transfer_cube", help="simulated profiles: transfer_cube | insertion")
+    p.add_argument("--sim-task", default="transfer_cube", help="simulated profiles: transfer_cube | insertion | clear_table")
     p.add_argument("--sim-seed", type=int, default=0, help="simulated profiles: scene seed")
-    p.add_argument("--sim-fault", default="none", help="simulated profiles: none | missed_grasp | slip | abort | camera_dropout")
+    p.add_argument("--sim-fault", default="none", help="simulated profiles: none | missed_grasp | slip | abort | camera_dropout | missed_napkin | napkin_slip | knocked_cup")
     p.add_argument("--sim-out", default="~/.ros/emu_ros/sim", help="simulated profiles: where reference step images go")
     p.add_argument("--params-file", action="append", default=None,
                    help="ROS parameter YAML (repeatable; default: the package's config/emu_ros.yaml)")

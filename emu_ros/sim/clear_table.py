@@ -1,13 +1,14 @@
-"""The `clear_table` scene: the gym-aloha bimanual ViperX cell with a (pink) napkin, a (blue) cup, a
-(green) spoon and a (yellow) sponge to be put into a bin — the product card's table-clearing example, in simulation.
+"""The `clear_table` scene: the gym-aloha bimanual ViperX cell with a (pink) napkin, a (blue) cup,
+a (green) spoon and a (yellow) sponge to be put into a bin: the product card's table-clearing
+example, in simulation.
 
 Why the napkin is a thin articulated body and not a MuJoCo flex cloth: a paper napkin folded into
-a 20 x 5 cm strip (the way it lies beside a plate) is two hinged panels, 6 mm thick, 10 g. That keeps what
-matters for the task — it is flat and light, it has to be pinched at its end with the fingertips
+a 20 x 5 cm strip (the way it lies beside a plate) is two hinged panels, 6 mm thick, 10 g. That
+keeps what matters for the task — it is flat and light, it has to be pinched at its end with the fingertips
 almost on the table, and when it is lifted by one end the other half hangs and swings — at the
-cost of two bodies and one hinge. A flexcomp grid of a few dozen vertices would add hundreds of
-contacts per step at the 2 ms physics step, where the whole episode has to stay well under a
-minute of wall time on two CPU cores (see the issue-16 note for the measured figures).
+cost of two bodies and one hinge. A flexcomp cloth of the same size costs 3-9x the physics time per
+control tick (measured by `python -m emu_ros.bench.napkin_models`), and the whole 12-step episode
+has to stay well under a minute of wall time on two CPU cores.
 
 Success is scored from the simulator state only: an object counts as cleared when its centre is
 inside the bin's inner volume. The dm_control reward is that count (0..4), so `max_reward` and
@@ -110,7 +111,8 @@ def scene_xml() -> str:
     <include file="vx300s_left.xml"/>
     <include file="vx300s_right.xml"/>
     <body name="bin" pos="{bx} {by} 0">
-      <geom type="box" name="bin_floor" pos="0 0 0.002" size="{hx + 2 * t:.4f} {hy + 2 * t:.4f} 0.002" rgba="0.55 0.42 0.25 1"/>
+      <geom type="box" name="bin_floor" pos="0 0 0.002" size="{hx + 2 * t:.4f} {hy + 2 * t:.4f} 0.002"
+            rgba="0.55 0.42 0.25 1"/>
       {walls}
     </body>
     <body name="napkin" pos="0.15 0.44 0.01">
@@ -144,26 +146,23 @@ def scene_xml() -> str:
             friction="1 0.005 0.0001" rgba="1.0 0.85 0.1 1"/>
     </body>
   </worldbody>
-{_ACTUATORS}
+{_actuators()}
 </mujoco>
 """
 
 
-def _actuator_block() -> str:
-    rows = []
-    for side in ("left", "right"):
-        for j, lo, hi, kp, force in (("waist", -3.14158, 3.14158, 800, 150), ("shoulder", -1.85005, 1.25664, 1600, 300),
-                                     ("elbow", -1.76278, 1.6057, 800, 100), ("forearm_roll", -3.14158, 3.14158, 10, 100),
-                                     ("wrist_angle", -1.8675, 2.23402, 50, None),
-                                     ("wrist_rotate", -3.14158, 3.14158, 20, None)):
-            lim = f' forcelimited="true" forcerange="-{force} {force}"' if force else ""
-            rows.append(f'<position ctrllimited="true" ctrlrange="{lo} {hi}" joint="vx300s_{side}/{j}" kp="{kp}"{lim}/>')
-        rows.append(f'<position ctrllimited="true" ctrlrange="0.021 0.057" joint="vx300s_{side}/left_finger" kp="200"/>')
-        rows.append(f'<position ctrllimited="true" ctrlrange="-0.057 -0.021" joint="vx300s_{side}/right_finger" kp="200"/>')
-    return "<actuator>\n    " + "\n    ".join(rows) + "\n  </actuator>"
+def _actuators() -> str:
+    """gym-aloha's <actuator> block (position servos of both arms and fingers), read from its transfer-cube
+    scene so both scenes drive the arms identically."""
+    import re
 
+    from gym_aloha import constants
 
-_ACTUATORS = _actuator_block()
+    xml = (Path(constants.ASSETS_DIR) / "bimanual_viperx_transfer_cube.xml").read_text()
+    m = re.search(r"<actuator>.*?</actuator>", xml, re.S)
+    if m is None:
+        raise RuntimeError(f"no <actuator> block in gym-aloha's {constants.ASSETS_DIR}/bimanual_viperx_transfer_cube.xml")
+    return m.group(0)
 
 
 def build_physics():
