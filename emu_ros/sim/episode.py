@@ -277,7 +277,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
                 for g2, _ in lost:
                     standing.pop(g2, None)
             log.info("seed %d step %r %s: %s", cfg.seed, step.text, status.value, reason)
-            if injector.fired and injector.record and not res.fault_detected:
+            if not res.fault_detected and _fault_step_judged(injector, [res.steps[-1]]):
                 res.fault_detected = True
             if not cfg.replan:
                 res.stopped, res.failed_step = "failed_step", step.text
@@ -303,6 +303,16 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> Episode
     res.sim_time = world.sim.time
     res.wall_s = time.monotonic() - t0
     return res
+
+
+def _fault_step_judged(injector: FaultInjector, outcomes) -> bool:
+    """Whether the step the fault struck was judged unfinished or failed (not merely some later step)."""
+    rec = injector.record
+    if not injector.fired or rec is None:
+        return False
+    key = " ".join(rec.step_text.lower().split())
+    return any(OutcomeStatus(o.status) is not OutcomeStatus.FINISHED and " ".join(o.text.lower().split()) == key
+               for o in outcomes)
 
 
 class _SimSettle:
@@ -353,7 +363,7 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
                         stopped="done" if tr.status == "succeeded" else tr.status,
                         failed_step=failed[-1].text if failed and tr.status != "succeeded" else "",
                         fault_fired=injector.fired, fault_step=injector.target if injector.target is not None else -1,
-                        fault_detected=bool(injector.fired and failed), sim_time=world.sim.time,
+                        fault_detected=_fault_step_judged(injector, tr.outcomes), sim_time=world.sim.time,
                         wall_s=time.monotonic() - t0, backend=backend.name, perception=world.perception.name,
                         steps=[StepRecord(k + 1, 0, o.text, str(o.details.get("skill", "")), o.status.value, o.code,
                                           o.reason) for k, o in enumerate(tr.outcomes)])
