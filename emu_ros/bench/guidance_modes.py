@@ -29,7 +29,7 @@ MODES = ("plan", "stepwise", "pipelined")
 
 def run(task: str, seeds: Sequence[int], delay_s: float, fault: str, out: Path) -> dict:
     from emu_ros.bridge.task_log import read_events
-    from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode_with_runner
+    from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
     from emu_ros.sim.faults import FaultSpec
 
     world = SimWorld(task)
@@ -40,7 +40,7 @@ def run(task: str, seeds: Sequence[int], delay_s: float, fault: str, out: Path) 
             shutil.rmtree(log_dir, ignore_errors=True)  # a log dir is appended to: start each run clean
             cfg = EpisodeConfig(task=task, seed=seed, fault=FaultSpec(kind=fault, seed=seed), guidance_mode=mode,
                                 planner_step_delay_s=delay_s)
-            res = run_episode_with_runner(cfg, world=world, log_dir=log_dir)
+            res = run_episode(cfg, world=world, log_dir=log_dir)
             starts = [e for e in read_events(log_dir) if e["event"] == "step_started"]
             idle = sum(e.get("idle_s", 0.0) for e in starts[1:])
             rows[mode].append({"seed": seed, "success": res.success, "runner_status": res.runner_status,

@@ -371,6 +371,11 @@ class SimImageSource:
                 self._dropout_until[c] = until
         log.info("camera dropout of %s for %.2f s", list(cameras or self.cameras), seconds)
 
+    def clear_dropout(self) -> None:
+        """Every camera delivers again (a new episode)."""
+        with self._lock:
+            self._dropout_until.clear()
+
     def unavailable(self, camera: str) -> bool:
         with self._lock:
             return self._clock() < self._dropout_until.get(camera, -1.0)

@@ -1,17 +1,11 @@
 """Headless closed-loop episode on the simulated ALOHA: plan -> skills -> step check -> re-plan.
 
-One seeded episode: the scripted reference planner gives the steps, the SkillMapper maps each
-text to a skill, the ProfileSkillExecutor sends arm/gripper goals to the SimRobotAdapter, and a
-step check decides from robot-side signals only (goal results, measured gripper openings, joint
-tolerance, camera availability) whether the step finished. An unfinished step triggers a re-plan
-from the current camera view with the failure in the history (bounded by `max_replans`); with
-re-planning off the episode stops at the failed step. The simulator's reward is read only at the
-end, for scoring.
-
-Two loops share the setup: the standalone harness here (its own step check, kept for the
-oracle-level eval) and `run_episode(..., use_runner=True)`, which drives the same seeded episode
-through the bridge's TaskRunner + StepMonitor + GuidanceEngine (what `emu-ros eval --runner` and
-the ROS nodes run).
+One seeded episode runs through the shipped loop: the bridge's TaskRunner + StepMonitor +
+GuidanceEngine (what the ROS nodes run), with the labelled scripted reference planner, the
+ProfileSkillExecutor on the SimRobotAdapter, and object poses from the labelled oracle or camera
+perception. The runner retries a FAILED step (`max_retries`), re-plans from the current camera
+view when a step is unfinished (bounded by `max_replans`; 0 with re-planning off) and judges every
+step from robot-side signals only. The simulator's state is read only at the end, for scoring.
 """
 from __future__ import annotations
 
@@ -21,11 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from emu_ros.core.profile import RobotProfile, load_profile
-from emu_ros.core.protocols import CameraUnavailable, SkillExecution
-from emu_ros.core.types import HistoryEntry, Observation, OutcomeStatus, PlanningError, PlanRequest
+from emu_ros.core.profile import load_profile
+from emu_ros.core.types import OutcomeStatus
 from emu_ros.sim.adapter import SimRobotAdapter
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
 from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
@@ -46,17 +37,14 @@ class EpisodeConfig:
     fault: FaultSpec = field(default_factory=FaultSpec)
     replan: bool = True
     max_replans: int = 4
-    max_step_runs: int = 25
     camera: str = "cam_high"
     #: Small renders keep the per-step camera check cheap on CPU (~10 ms).
     camera_size: tuple = (96, 128)
-    camera_wait_s: float = 0.3  # a step check waits this long for a frame before calling the step unverified
-    replan_camera_wait_s: float = 5.0  # re-planning waits this long for the cameras before giving up
     step_images: bool = False  # render a reference episode at plan time for per-step images
     settle_s: Optional[float] = None  # sim time between a skill's last goal and the check (None = profile)
     out_dir: Optional[str] = None
     profile: str = "sim_aloha"
-    #: TaskRunner only: guidance mode (plan | stepwise | pipelined) and a planner that needs this long per step
+    #: guidance mode (plan | stepwise | pipelined) and a planner that needs this long per step
     #: (a stand-in for the world model's generation time, e.g. ~2 s per DiDA step).
     guidance_mode: str = "plan"
     planner_step_delay_s: float = 0.0
@@ -85,7 +73,7 @@ class EpisodeResult:
     max_reward: float
     replans: int
     step_runs: int
-    stopped: str  # "done" | "failed_step" | "replan_budget" | "camera" | "planning_error" | "step_budget"
+    stopped: str  # "done" (every step judged finished) | the runner's status otherwise ("aborted", "canceled")
     failed_step: str = ""
     fault_fired: bool = False
     fault_step: int = -1
@@ -94,75 +82,14 @@ class EpisodeResult:
     wall_s: float = 0.0
     backend: str = ""
     perception: str = ""
-    retries: int = 0  # same-step retries (TaskRunner only)
-    runner_status: str = ""  # TaskRunner result status (TaskRunner only)
-    first_motion_s: Optional[float] = None  # TaskRunner only: task start -> first step started (wall s)
+    retries: int = 0  # same-step retries of FAILED steps
+    runner_status: str = ""  # the TaskRunner's result status
+    message: str = ""  # the TaskRunner's result message (why it stopped)
+    first_motion_s: Optional[float] = None  # task start -> first step started (wall s)
     steps: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def robot_signal_check(profile: RobotProfile, ex: SkillExecution, positions: dict) -> tuple:
-    """(status, code, reason) for an executed skill, from robot-side signals only.
-
-    - a skill error or any goal that did not succeed -> FAILED (the result code says why);
-    - a gripper that should hold but is closed on nothing (opening < empty_below) or did not close
-      (opening >= closed_above) -> UNFINISHED;
-    - a gripper that should be open but is not (opening < released_above) -> UNFINISHED;
-    - an arm joint further than the profile's joint tolerance from its target -> UNFINISHED.
-    """
-    if ex.error:
-        return OutcomeStatus.FAILED, ex.error_code or "skill_error", ex.error
-    for goal, res in ex.goals:
-        if not res.ok:
-            what = getattr(goal, "group", None) or getattr(goal, "gripper", "?")
-            return OutcomeStatus.FAILED, res.status.value, f"{what} goal {res.status.value}: {res.message}"
-    for g in ex.expect_holding:
-        spec = profile.gripper(g)
-        x = positions.get(spec.joint, float("nan"))
-        if not x >= spec.opening(spec.empty_below):
-            return (OutcomeStatus.UNFINISHED, "gripper_empty",
-                    f"{g} closed on nothing ({spec.describe(x)} < {spec.threshold('empty_below')})")
-        if x >= spec.opening(spec.closed_above):
-            return OutcomeStatus.UNFINISHED, "gripper_open", f"{g} did not close (opening {x:.2f})"
-    for g in ex.expect_released:
-        spec = profile.gripper(g)
-        x = positions.get(spec.joint, float("nan"))
-        if not x >= spec.opening(spec.released_above):
-            return OutcomeStatus.UNFINISHED, "not_released", f"{g} still closed (opening {x:.2f})"
-    tol = profile.tolerances.joint_goal
-    errs = {j: abs(positions.get(j, np.nan) - q) for j, q in ex.joint_targets.items()}
-    bad = {j: e for j, e in errs.items() if not e <= tol}
-    if bad:
-        j = max(bad, key=bad.get)
-        return OutcomeStatus.UNFINISHED, "joint_tolerance", f"{j} is {bad[j]:.3f} rad from its target (> {tol})"
-    return OutcomeStatus.FINISHED, "", ""
-
-
-def lost_holds(profile: RobotProfile, standing: dict, positions: dict) -> list:
-    """[(gripper, step text)] of grippers that a finished step left holding but that are empty now.
-
-    Ordered by the step order in `standing` (earliest first). Robot signals only: the opening.
-    """
-    out = []
-    for g, text in standing.items():
-        spec = profile.gripper(g)
-        if not positions.get(spec.joint, float("nan")) >= spec.opening(spec.empty_below):
-            out.append((g, text))
-    return out
-
-
-def _observe(images: SimImageSource, camera: str, wait_s: float) -> Optional[Observation]:
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return images.observe([camera])
-        except CameraUnavailable as e:
-            if time.monotonic() >= deadline:
-                log.info("camera unavailable after %.1f s: %s", wait_s, e)
-                return None
-            time.sleep(0.05)
 
 
 class SimWorld:
@@ -206,6 +133,7 @@ class SimWorld:
         self.sim.reset(seed, settle_s=settle_s)
         self.executor.reset()
         self.sim.tick_hooks.clear()
+        self.images.clear_dropout()  # a camera dropout is a fault of one episode, not of the next
 
 
 def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
@@ -223,86 +151,6 @@ def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
     calls = [world.mapper.map(s.text).call for s in planner.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     return world, tdef, planner, calls, injector
-
-
-def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None) -> EpisodeResult:
-    """Run one seeded episode with the standalone loop; see the module docstring."""
-    t0 = time.monotonic()
-    world, tdef, planner, calls, injector = _prepare(cfg, world)
-    res = EpisodeResult(task=cfg.task, seed=cfg.seed, fault=cfg.fault.kind, replan=cfg.replan, success=False,
-                        max_reward=0.0, replans=0, step_runs=0, stopped="done", backend=planner.name,
-                        perception=world.perception.name, fault_step=injector.target if injector.target is not None else -1)
-    settle = world.profile.tolerances.settle_s if cfg.settle_s is None else cfg.settle_s
-    history: list = []
-    standing: dict = {}  # gripper -> text of the finished step that made it hold something
-    try:
-        obs = _observe(world.images, cfg.camera, cfg.replan_camera_wait_s)
-        steps = list(planner.plan(PlanRequest(task=tdef.instruction, observation=obs, history=())))
-        i = 0
-        while i < len(steps):
-            if res.step_runs >= cfg.max_step_runs:
-                res.stopped = "step_budget"
-                break
-            step = steps[i]
-            ts = time.monotonic()
-            m = world.mapper.map(step.text)
-            injector.on_step_start(step.text, m.call if m.mapped else None)
-            res.step_runs += 1
-            if not m.mapped:
-                status, code, reason, skill = OutcomeStatus.FAILED, "unmapped", m.reason, ""
-            else:
-                ex = world.executor.execute(m.call)
-                world.adapter.hold(settle)  # let grippers finish closing and the arm come to rest
-                status, code, reason = robot_signal_check(world.profile, ex, world.adapter.joint_state().positions)
-                skill = m.call.skill
-                if status is OutcomeStatus.FINISHED and _observe(world.images, cfg.camera, cfg.camera_wait_s) is None:
-                    status, code, reason = (OutcomeStatus.UNFINISHED, "camera_unavailable",
-                                            f"no {cfg.camera} frame to verify the step")
-            res.steps.append(StepRecord(res.step_runs, res.replans, step.text, skill, status.value, code, reason,
-                                        world.sim.time, time.monotonic() - ts))
-            history.append(HistoryEntry(step.text, status, reason))
-            if status is OutcomeStatus.FINISHED:
-                if m.mapped:
-                    for g in ex.expect_released:
-                        standing.pop(g, None)
-                    for g in ex.expect_holding:
-                        standing.setdefault(g, step.text)
-                i += 1
-                continue
-            lost = lost_holds(world.profile, standing, world.adapter.joint_state().positions)
-            if lost:  # an earlier step's result is gone too: report it, so the re-plan goes back to it
-                g, text = lost[0]
-                history.append(HistoryEntry(text, OutcomeStatus.UNFINISHED,
-                                            f"{g} no longer holds the object it grasped in this step"))
-                for g2, _ in lost:
-                    standing.pop(g2, None)
-            log.info("seed %d step %r %s: %s", cfg.seed, step.text, status.value, reason)
-            if not res.fault_detected and _fault_step_judged(injector, [res.steps[-1]]):
-                res.fault_detected = True
-            if not cfg.replan:
-                res.stopped, res.failed_step = "failed_step", step.text
-                break
-            if res.replans >= cfg.max_replans:
-                res.stopped, res.failed_step = "replan_budget", step.text
-                break
-            obs = _observe(world.images, cfg.camera, cfg.replan_camera_wait_s)
-            if obs is None:
-                res.stopped, res.failed_step = "camera", step.text
-                break
-            res.replans += 1
-            steps = list(planner.plan(PlanRequest(task=tdef.instruction, observation=obs, history=tuple(history),
-                                                  revision=res.replans)))
-            i = 0
-    except PlanningError as e:
-        res.stopped, res.failed_step = "planning_error", str(e)
-    finally:
-        injector.close()
-    sc = score(world.sim)  # ground truth, scoring only
-    res.success, res.max_reward = sc.success, sc.max_reward
-    res.fault_fired = injector.fired
-    res.sim_time = world.sim.time
-    res.wall_s = time.monotonic() - t0
-    return res
 
 
 def _fault_step_judged(injector: FaultInjector, outcomes) -> bool:
@@ -328,12 +176,11 @@ class _SimSettle:
         return ex
 
 
-def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
-                            listeners: tuple = ()) -> EpisodeResult:
-    """The same seeded episode driven by the bridge's TaskRunner + StepMonitor + GuidanceEngine.
+def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
+                listeners: tuple = ()) -> EpisodeResult:
+    """One seeded episode through the bridge's TaskRunner + StepMonitor + GuidanceEngine (module docstring).
 
-    The runner retries a FAILED step (`max_retries`) before re-planning and judges with its own
-    StepMonitor (robot signals + visual check against the step image when one is given).
+    `listeners` get every runner event (plans, step verdicts); `log_dir` keeps the task log.
     """
     from emu_ros.bridge.monitor import StepMonitor
     from emu_ros.bridge.runner import RunnerConfig, TaskRunner
@@ -367,5 +214,5 @@ def run_episode_with_runner(cfg: EpisodeConfig, world: Optional[SimWorld] = None
                         wall_s=time.monotonic() - t0, backend=backend.name, perception=world.perception.name,
                         steps=[StepRecord(k + 1, 0, o.text, str(o.details.get("skill", "")), o.status.value, o.code,
                                           o.reason) for k, o in enumerate(tr.outcomes)])
-    res.runner_status, res.retries, res.first_motion_s = tr.status, tr.retries, tr.first_motion_s
+    res.runner_status, res.retries, res.first_motion_s, res.message = tr.status, tr.retries, tr.first_motion_s, tr.message
     return res

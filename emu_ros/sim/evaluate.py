@@ -2,9 +2,10 @@
 
     emu-ros eval --task transfer_cube --episodes 50 --fault missed_grasp [--no-replan | --compare]
                  [--perception oracle|camera|both] [--seed 0] [--fault-step N|random] [--json FILE]
-    emu-ros eval --task clear_table --fault none missed_napkin napkin_slip knocked_cup --compare --runner
+    emu-ros eval --task clear_table --fault none missed_napkin napkin_slip knocked_cup --compare
 
-Prints the success rate (simulator state, ground truth) with a 95% Wilson interval, the share of
+Every episode runs the shipped loop (TaskRunner + StepMonitor, see emu_ros.sim.episode). Prints the
+success rate (simulator state, ground truth) with a 95% Wilson interval, the share of
 episodes whose every step the bridge judged finished, mean re-plans, mean step executions, mean
 wall time per episode and the planner backend; with `--compare` both modes run on the same seeds,
 and with several faults every fault is a row of the same table. `--perception` says
@@ -76,7 +77,7 @@ class ModeSummary:
 
 
 def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, fault_step=None,
-             progress: bool = True, use_runner: bool = False, perception: str = "oracle") -> ModeSummary:
+             progress: bool = True, perception: str = "oracle") -> ModeSummary:
     """Run `episodes` seeded episodes (seeds seed..seed+episodes-1) and summarise them."""
     from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
     from emu_ros.sim.perception import PerceptionAudit, error_table
@@ -95,13 +96,7 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
             pass
     for s in it:
         cfg = EpisodeConfig(task=task, seed=s, fault=FaultSpec(fault, step=fault_step, seed=s), replan=replan)
-        if use_runner:
-            from emu_ros.sim.episode import run_episode_with_runner
-
-            r = run_episode_with_runner(cfg, world)
-        else:
-            r = run_episode(cfg, world)
-        results.append(r)
+        results.append(run_episode(cfg, world))
     n = len(results)
     k = sum(r.success for r in results)
     stopped: dict = {}
@@ -181,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "RGB-D frames, or both on the same seeds (default: oracle)")
     p.add_argument("--seed", type=int, default=0, help="first seed (episodes use seed..seed+N-1)")
     p.add_argument("--json", metavar="FILE", help="write the summary (one object, or a list with --compare)")
-    p.add_argument("--runner", action="store_true", help="drive episodes through the bridge TaskRunner")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="log every step failure (the runner warns per step)")
     return p
@@ -208,13 +202,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kinds = ["oracle", "camera"] if args.perception == "both" else [args.perception]
     try:
         rows = [evaluate(args.task, args.episodes, f, m, args.seed, step, progress=not args.quiet,
-                         use_runner=args.runner, perception=k) for f in args.fault for k in kinds for m in modes]
+                         perception=k) for f in args.fault for k in kinds for m in modes]
     except ValueError as e:  # e.g. a fault no step of this task is eligible for
         print(f"emu-ros eval: {e}", file=sys.stderr)
         return 2
     r0 = rows[0]
     print(f"task {r0.task} | {r0.episodes} episodes per row (seeds {r0.seeds[0]}..{r0.seeds[-1]}) | "
-          f"planner backend: {r0.backend} | loop: {'bridge TaskRunner + StepMonitor' if args.runner else 'standalone'} | "
+          f"planner backend: {r0.backend} | loop: bridge TaskRunner + StepMonitor | "
           "object poses: " + " / ".join(
               f"{k} ({'sim-ground-truth-oracle: ground truth' if k == 'oracle' else 'camera perception, RGB-D'})"
               for k in kinds) + f" | success = {SUCCESS_RULE.get(r0.task, 'simulator reward 4')} (scoring only)")

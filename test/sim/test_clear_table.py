@@ -1,5 +1,5 @@
 """clear_table: the table-clearing scene with a napkin; a missed napkin pinch is detected from the gripper and
-the plan is repaired (the runner, the StepMonitor and the scripted reference, as `emu-ros eval --runner` runs them)."""
+the plan is repaired (the runner, the StepMonitor and the scripted reference, as `emu-ros eval` runs them)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 from emu_ros.bridge.runner import EventType
 from emu_ros.sim.clear_table import BIN_CENTER, OBJECTS, in_bin, sample_layout
-from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode_with_runner
+from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
 from emu_ros.sim.faults import FaultSpec
 from emu_ros.sim.tasks import step_texts
 
@@ -38,7 +38,7 @@ def test_layout_is_seeded_and_starts_outside_the_bin(world):
 
 def _events(world, cfg):
     events = []
-    res = run_episode_with_runner(cfg, world, listeners=(events.append,))
+    res = run_episode(cfg, world, listeners=(events.append,))
     return res, events
 
 
@@ -120,7 +120,7 @@ def test_eval_prints_one_table_for_several_faults(tmp_path, capsys):
 
     out = tmp_path / "rows.json"
     assert main(["--task", "clear_table", "--episodes", "1", "--seed", "47", "--fault", "none", "missed_napkin",
-                 "--runner", "--quiet", "--json", str(out)]) == 0
+                 "--quiet", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["fault"] for r in rows] == ["none", "missed_napkin"]
     assert rows[1]["fault_fired"] == rows[1]["fault_detected"] == 1 and rows[1]["all_steps_first_try"] == 0
