@@ -125,7 +125,9 @@ def record_episode(task: str, seed: int, cfg: SimDatasetConfig) -> tuple[_Record
             failed.append(f"{text}: {ex.error or 'motion not ok'}")
     adapter.hold(cfg.settle_ticks / CONTROL_HZ)
     sim.tick_hooks.remove(rec)
-    summary = {"task": task, "seed": seed, "max_reward": sim.max_reward, "success": sim.max_reward >= 4.0,
+    from emu_ros.sim.scoring import score
+
+    summary = {"task": task, "seed": seed, "max_reward": sim.max_reward, "success": score(sim).success,
                "frames": len(rec.states), "failed_steps": failed}
     # a step that started on the very last frame has no frames of its own: drop it
     subtasks = [(s, t) for s, t in subtasks if s < len(rec.states)]

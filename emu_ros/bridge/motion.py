@@ -95,7 +95,8 @@ class ArmMotion:
         """A direct joint-space move (free space, no line constraint), split in a few timed points."""
         chain = self.chains[arm.name]
         vmax = np.array([j.max_velocity for j in chain.spec.joints])
-        T = max(float(np.max(np.abs(q1 - q0) / vmax)) * 1.5, 0.2)  # smooth-step peaks at 1.5x the mean speed * float(self.param(call, "speed_scale"))
+        # smooth-step peaks at 1.5x the mean speed; speed_scale > 1 slows the move down like every other motion
+        T = max(float(np.max(np.abs(q1 - q0) / vmax)) * 1.5, 0.2) * float(self.param(call, "speed_scale"))
         n = max(2, int(np.ceil(T / 0.25)))
         # smooth-step profile: slow start and end, so the servos do not overshoot at the corners
         return [(q0 + (3 * (i / n) ** 2 - 2 * (i / n) ** 3) * (q1 - q0), T / n) for i in range(1, n + 1)]
