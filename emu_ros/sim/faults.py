@@ -10,8 +10,9 @@ Kinds (each fires once per episode, at a chosen step or a seeded random eligible
 - ``camera_dropout``: every camera returns nothing for `dropout_s` seconds from the step's start.
 
 clear_table's own (each tied to one object):
-- ``missed_napkin``: as the pinch closes, the napkin slides 7 cm aside along the closing axis (it
-  keeps its yaw and lies flat): the fingers close beside it. Eligible: the napkin's first pinch.
+- ``missed_napkin``: as the pinch closes, the napkin slides 7 cm aside along the closing axis, to
+  the side with more free table (it keeps its yaw and lies flat): the fingers close beside it.
+  Eligible: the napkin's first pinch.
 - ``napkin_slip``: while the napkin is carried to the bin, once it is in the air, it slips out and
   lands flat on the table in front of the bin.
 - ``knocked_cup``: as the fingers close around the cup, they knock it over: it lies on its side
@@ -227,6 +228,8 @@ class FaultInjector:
             d = np.array([Rg[0, 2], Rg[1, 2], 0.0])
         d /= np.linalg.norm(d)
         sign = 1.0 if self.rng.random() < 0.5 else -1.0
+        if self.sim.task_name == "clear_table":  # a cluttered table: it slides toward the free side
+            sign = max((sign, -sign), key=lambda sg: self._clearance(body, pos + sg * self.spec.displacement * d))
         new = pos + sign * self.spec.displacement * d
         if not (0.33 <= new[1] <= 0.67):
             new = pos - sign * self.spec.displacement * d
@@ -235,18 +238,23 @@ class FaultInjector:
         new[2] = self._rest_z(body) if pos[2] < 0.06 else self._rest_z(body)
         new[0] = float(np.clip(new[0], -0.25, 0.25))
         new[1] = float(np.clip(new[1], 0.33, 0.67))
-        if self.sim.task_name == "clear_table":  # never into (or onto the walls of) the bin
-            new[1] = float(min(new[1], 0.56))
+        if self.sim.task_name == "clear_table":  # on the free table in front, clear of the spoon and the bin
+            new[1] = float(min(new[1], 0.47))
         self.sim.set_object_pose(body, new, self._lying_flat(body))
         self._armed = None
         self._fire(f"{body} moved from ({pos[0]:.3f}, {pos[1]:.3f}) to ({new[0]:.3f}, {new[1]:.3f}) as the "
                    f"{a['side']} gripper closed")
 
+    def _clearance(self, body: str, position) -> float:
+        """Distance (xy) from `position` to the nearest other movable object's centre."""
+        others = [o for o in self.sim.spec.objects if o != body]
+        return min(float(np.linalg.norm(self.sim.body_pose(o)[0][:2] - np.asarray(position)[:2])) for o in others)
+
     def _drop(self, a: dict) -> None:
         """The object slips out of the gripper and lands on the table below it."""
         body = a["body"]
         pos, _ = self.sim.body_pose(body)
-        y_max = 0.50 if self.sim.task_name == "clear_table" else 0.62  # clear_table: well in front of the bin
+        y_max = 0.47 if self.sim.task_name == "clear_table" else 0.62  # clear_table: in front, clear of spoon and bin
         new = np.array([np.clip(pos[0], -0.05, 0.22), np.clip(pos[1], 0.38, y_max), self._rest_z(body)])
         self.sim.set_object_pose(body, new, self._lying_flat(body))
         self._armed = None
