@@ -104,6 +104,11 @@ class PickPlaceSkills:
             q0 = self._q(arm)
             if not self._send(arm, self._line(arm, q0, grasp_p, R, call, what="descent"), ex, cancel):
                 return
+        self._close_on(arm, call, body, pos, yaw, ex, cancel)
+
+    def _close_on(self, arm: ArmSpec, call: SkillCall, body: str, pos: np.ndarray, yaw: float, ex: SkillExecution,
+                  cancel: Optional[CancelToken]) -> None:
+        """Close the gripper on `body` (seen at pos, yaw); the monitor then checks that it holds something."""
         if not self._grip(arm, float(self.param(call, "gripper_closed")), ex, cancel):
             return
         self.holding[arm.gripper] = body

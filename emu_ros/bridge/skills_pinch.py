@@ -109,10 +109,5 @@ class PinchSkills:
         speed = float(self.param(call, "pinch_speed", body))
         pts = self._line(arm, q0, point + np.array([0.0, 0.0, slow]), R, call, what="pinch approach")
         pts += self._line(arm, pts[-1][0], point, R, call, speed=speed, what="pinch descent")
-        if not self._send(arm, pts, ex, cancel):
-            return
-        if not self._grip(arm, float(self.param(call, "gripper_closed")), ex, cancel):
-            return
-        self.holding[arm.gripper] = body
-        self.remember_grasp(arm, body, pos, yaw)
-        ex.expect_holding = (arm.gripper,)
+        if self._send(arm, pts, ex, cancel):
+            self._close_on(arm, call, body, pos, yaw, ex, cancel)

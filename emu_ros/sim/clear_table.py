@@ -92,6 +92,12 @@ def _box_inertial(mass: float, half, pos=(0.0, 0.0, 0.0)) -> str:
             f'diaginertia="{d[0]:.3e} {d[1]:.3e} {d[2]:.3e}"/>')
 
 
+def _free_body(name: str, pos: str, mass: float, half, shape: str, rgb: str, contact: str) -> str:
+    """A rigid object on a free joint (`pos` until the layout places it at reset)."""
+    return (f'<body name="{name}" pos="{pos}"><freejoint name="{name}_joint"/>{_box_inertial(mass, half)}'
+            f'<geom name="{name}" {shape} {contact} friction="1 0.005 0.0001" rgba="{rgb} 1"/></body>')
+
+
 def scene_xml() -> str:
     """The MJCF of the scene; it includes gym-aloha's table, lights, cameras and both arms."""
     bx, by = BIN_CENTER
@@ -127,24 +133,12 @@ def scene_xml() -> str:
               friction="1.2 0.01 0.001" rgba="0.82 0.11 0.43 1"/>
       </body>
     </body>
-    <body name="cup" pos="-0.15 0.46 0.05">
-      <freejoint name="cup_joint"/>
-      {_box_inertial(0.08, (CUP_RADIUS, CUP_RADIUS, CUP_HALF_HEIGHT))}
-      <geom type="cylinder" name="cup" size="{CUP_RADIUS} {CUP_HALF_HEIGHT}" {contact}
-            friction="1 0.005 0.0001" rgba="0.1 0.45 0.9 1"/>
-    </body>
-    <body name="spoon" pos="0.17 0.58 0.02">
-      <freejoint name="spoon_joint"/>
-      {_box_inertial(0.03, SPOON_HALF)}
-      <geom type="box" name="spoon" size="{SPOON_HALF[0]} {SPOON_HALF[1]} {SPOON_HALF[2]}" {contact}
-            friction="1 0.005 0.0001" rgba="0.15 0.7 0.25 1"/>
-    </body>
-    <body name="sponge" pos="-0.17 0.58 0.03">
-      <freejoint name="sponge_joint"/>
-      {_box_inertial(0.02, SPONGE_HALF)}
-      <geom type="box" name="sponge" size="{SPONGE_HALF[0]} {SPONGE_HALF[1]} {SPONGE_HALF[2]}" {contact}
-            friction="1 0.005 0.0001" rgba="1.0 0.85 0.1 1"/>
-    </body>
+    {_free_body("cup", "-0.15 0.46 0.05", 0.08, (CUP_RADIUS, CUP_RADIUS, CUP_HALF_HEIGHT),
+                f'type="cylinder" size="{CUP_RADIUS} {CUP_HALF_HEIGHT}"', "0.1 0.45 0.9", contact)}
+    {_free_body("spoon", "0.17 0.58 0.02", 0.03, SPOON_HALF, 'type="box" size="{} {} {}"'.format(*SPOON_HALF),
+                "0.15 0.7 0.25", contact)}
+    {_free_body("sponge", "-0.17 0.58 0.03", 0.02, SPONGE_HALF, 'type="box" size="{} {} {}"'.format(*SPONGE_HALF),
+                "1.0 0.85 0.1", contact)}
   </worldbody>
 {_actuators()}
 </mujoco>
