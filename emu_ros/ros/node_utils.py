@@ -80,6 +80,12 @@ def spin_nodes(nodes: Sequence, threads: int = 4, after: Optional[Callable[[], N
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: BLE001 - re-raised unless it is the shutdown racing the wait
+        # Ctrl-C shuts the context down from the signal handler; a spin that was between its "still ok?"
+        # check and building the next wait set then fails with RCLError ("the given context is not
+        # valid") instead of ExternalShutdownException. That is a shutdown, not a crash.
+        if rclpy.ok(context=executor.context):
+            raise
     finally:
         shutdown_executor(executor)
         for n in nodes:
