@@ -17,8 +17,8 @@ The executor records what should hold afterwards (`expect_holding`, `expect_rele
 
 The executor is assembled from one part per job: `motion.ArmMotion` (IK, timing, goals),
 `skill_geometry` (defaults, tool frames), and the skill families in `skills_gripper`,
-`skills_pick_place`, `skills_pinch` (thin objects), `handover` and `skills_contact`. `SKILL_HANDLERS` below is the one table of
-skill name -> method.
+`skills_pick_place`, `skills_pinch` (thin objects), `handover` and `skills_contact`.
+`SKILL_HANDLERS` below is the one table of skill name -> method.
 """
 from __future__ import annotations
 

@@ -44,14 +44,14 @@ class PinchSkills:
         point = pos - reach * (half_len - inset)
         point[2] = float(self.param(call, "surface_z")) + float(self.param(call, "pinch_height", body))
         across = np.array([-along[1], along[0], 0.0])
-        tilt = float(self.param(call, "pinch_tilt", body))
+        # tilt about the closing axis so the fingertips lead toward the middle of the strip and the wrist
+        # trails behind, away from the object
+        tilted = axis_angle_matrix(unit(np.cross(np.array([0.0, 0.0, 1.0]), reach)),
+                                   -float(self.param(call, "pinch_tilt", body)))
         rots = []
         for s in (1.0, -1.0):
             R = frame([0.0, 0.0, -1.0], s * across)
-            # tilt about the closing axis so the fingertips lead toward the middle of the strip and the
-            # wrist trails behind, away from the object
-            axis = unit(np.cross(np.array([0.0, 0.0, 1.0]), reach))
-            rots.append(axis_angle_matrix(axis, -tilt) @ R)
+            rots.append(tilted @ R)
             rots.append(R)  # untilted, where the tilt is out of reach
         return point, rots
 
