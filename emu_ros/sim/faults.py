@@ -29,8 +29,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from emu_ros.core.kinematics import yaw_from_rotation
 from emu_ros.core.protocols import SkillCall
 from emu_ros.sim.aloha_env import AlohaSim, SimImageSource
+from emu_ros.sim.clear_table import CUP_RADIUS, REST_Z
 from emu_ros.sim.perception import GroundTruthPerception
 
 log = logging.getLogger(__name__)
@@ -182,14 +184,10 @@ class FaultInjector:
                 self._drop(a)
 
     def _rest_z(self, body: str) -> float:
-        from emu_ros.sim.clear_table import REST_Z
-
         return {"box": 0.021, "peg": 0.011, "socket": 0.023, **REST_Z}.get(body, 0.03)
 
     def _lying_flat(self, body: str) -> tuple:
         """The body's orientation with only its yaw kept (wxyz): a napkin stays the way round it was."""
-        from emu_ros.core.kinematics import yaw_from_rotation
-
         if body != "napkin":
             return (1.0, 0.0, 0.0, 0.0)
         yaw = yaw_from_rotation(self.sim.body_pose(body)[1])
@@ -197,8 +195,6 @@ class FaultInjector:
 
     def _knock_over(self, a: dict) -> None:
         """The closing fingers knock the cup over: it lies on its side further along the reach."""
-        from emu_ros.sim.clear_table import CUP_RADIUS
-
         body = a["body"]
         pos, _ = self.sim.body_pose(body)
         base = np.array([-0.469, 0.5]) if a["side"] == "left" else np.array([0.469, 0.5])
