@@ -17,20 +17,26 @@ pytest.importorskip("gym_aloha")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_recovers_a_missed_grasp_through_the_ros_nodes(tmp_path):
+def _demo(tmp_path, *args: str) -> tuple:
+    """Run `emu-ros demo` as a user would; return (summary, events, out folder)."""
     out = tmp_path / "demo"
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    proc = subprocess.run([sys.executable, "-m", "emu_ros.cli", "demo", "--out", str(out), "--quiet", "--seed", "1",
-                           "--timeout", "120"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-m", "emu_ros.cli", "demo", "--out", str(out), "--quiet", "--timeout", "120",
+                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    return summary, events, out
+
+
+def _recovered_once(summary: dict, events: list, out: Path, step_prefix: str) -> None:
     assert summary["path"] == "ros", "the demo must go through the ROS nodes when rclpy is available"
-    assert summary["sim_success"] and summary["outcome"] == "succeeded"  # the simulator's own reward
+    assert summary["sim_success"] and summary["outcome"] == "succeeded"  # the simulator's own verdict
     assert summary["fault_fired"] and summary["replans"] == 1
     assert "SCRIPTED REFERENCE" in summary["backend"]
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     unfinished = [e for e in events if e["event"] == "step_unfinished"]
     assert len(unfinished) == 1 and unfinished[0]["outcome"]["code"] == "gripper_empty"  # judged from the gripper
+    assert unfinished[0]["step_text"].startswith(step_prefix), unfinished[0]["step_text"]
     assert sum(e["event"] == "replanning" for e in events) == 1
     assert all(s["source"] == "scripted-reference" for e in events if e["event"] == "plan_ready"
                for s in e["plan"]["steps"])
@@ -39,3 +45,17 @@ def test_demo_recovers_a_missed_grasp_through_the_ros_nodes(tmp_path):
     assert "RE-PLAN" in html and "unfinished" in html
     video = Path(summary["video"])
     assert video.exists() and video.stat().st_size > 10000
+
+
+def test_demo_recovers_a_missed_grasp_through_the_ros_nodes(tmp_path):
+    summary, events, out = _demo(tmp_path, "--seed", "1")
+    _recovered_once(summary, events, out, "Grasp the red cube")
+
+
+def test_clear_table_demo_repairs_a_missed_napkin(tmp_path):
+    """The README's table-clearing command: 12 steps, the napkin pinch missed, detected, re-planned."""
+    summary, events, out = _demo(tmp_path, "--task", "clear_table", "--seed", "5")
+    assert summary["task"] == "clear_table" and summary["fault"] == "missed_napkin"  # the task's default fault
+    _recovered_once(summary, events, out, "Pinch the end of the napkin")
+    plans = [e["plan"] for e in events if e["event"] == "plan_ready"]
+    assert len(plans[0]["steps"]) == 12 and plans[1]["steps"][0]["text"].startswith("Move the right gripper above")
