@@ -41,10 +41,10 @@ def scenes() -> dict:
 
 def measure(xml: str, seconds: float) -> dict:
     import mujoco
-    from gym_aloha import constants
 
-    assets = {p.name: p.read_bytes() for p in Path(constants.ASSETS_DIR).iterdir() if p.suffix in (".xml", ".stl")}
-    m = mujoco.MjModel.from_xml_string(xml, assets)
+    from emu_ros.sim.clear_table import gym_aloha_assets
+
+    m = mujoco.MjModel.from_xml_string(xml, gym_aloha_assets())
     d = mujoco.MjData(m)
     mujoco.mj_forward(m, d)
     steps = int(round(seconds / m.opt.timestep))

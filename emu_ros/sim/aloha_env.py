@@ -110,7 +110,7 @@ class AlohaSim:
             from emu_ros.sim import clear_table
 
             self.physics = clear_table.build_physics()
-            self.task = clear_table.clear_table_task_class()()
+            self.task = _headless_task(clear_table.clear_table_task_class())()
         else:
             self.physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / self.spec.xml))
             self.task = _headless_task(getattr(aloha_tasks, self.spec.task_class))()
@@ -142,12 +142,7 @@ class AlohaSim:
         """
         with self.lock:
             self.seed = seed
-            if self.task_name == "clear_table":
-                from emu_ros.sim.clear_table import sample_layout
-
-                self.task.layout = sample_layout(seed)
-            else:
-                self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
+            self._aloha_tasks.BOX_POSE[0] = sample_initial_pose(self.task_name, seed)
             self.env.reset()
             q = self.task.get_qpos(self.physics)
             self.action = np.asarray(q, float).copy()

@@ -159,37 +159,40 @@ def _actuators() -> str:
     return m.group(0)
 
 
-def build_physics():
-    """dm_control Physics of the scene, with gym-aloha's meshes and included files as assets."""
-    from dm_control import mujoco as dm_mujoco
+def gym_aloha_assets() -> dict:
+    """gym-aloha's meshes and included MJCF files, by file name: the assets the scene's <include>s need."""
     from gym_aloha import constants
 
-    assets = {p.name: p.read_bytes() for p in Path(constants.ASSETS_DIR).iterdir() if p.suffix in (".xml", ".stl")}
-    return dm_mujoco.Physics.from_xml_string(scene_xml(), assets=assets)
+    return {p.name: p.read_bytes() for p in Path(constants.ASSETS_DIR).iterdir() if p.suffix in (".xml", ".stl")}
+
+
+def build_physics():
+    """dm_control Physics of the scene."""
+    from dm_control import mujoco as dm_mujoco
+
+    return dm_mujoco.Physics.from_xml_string(scene_xml(), assets=gym_aloha_assets())
 
 
 def clear_table_task_class():
     """The dm_control task: gym-aloha's bimanual control, our seeded layout, reward = objects in the bin."""
     from gym_aloha.constants import START_ARM_POSE
-    from gym_aloha.tasks.sim import BimanualViperXTask
+    from gym_aloha.tasks import sim as aloha_tasks
 
-    class ClearTableTask(BimanualViperXTask):
-        layout: Optional[Layout] = None
-
+    class ClearTableTask(aloha_tasks.BimanualViperXTask):
         def __init__(self, random=None):
             super().__init__(random=random)
             self.max_reward = len(OBJECTS)
 
         def initialize_episode(self, physics):
-            layout = self.layout or sample_layout(0)
+            # the object block comes through gym-aloha's BOX_POSE, like its own tasks' (AlohaSim.reset sets
+            # it from sample_layout)
+            if aloha_tasks.BOX_POSE[0] is None:
+                raise RuntimeError("clear_table: no layout set (reset through AlohaSim.reset(seed))")
             with physics.reset_context():
                 physics.named.data.qpos[:16] = START_ARM_POSE
                 np.copyto(physics.data.ctrl, START_ARM_POSE)
-                physics.data.qpos[16:] = layout.qpos()
-            super(BimanualViperXTask, self).initialize_episode(physics)
-
-        def get_observation(self, physics):
-            return {"qpos": self.get_qpos(physics)}
+                physics.data.qpos[16:] = aloha_tasks.BOX_POSE[0]
+            super(aloha_tasks.BimanualViperXTask, self).initialize_episode(physics)
 
         def get_reward(self, physics):
             return float(sum(in_bin(physics.named.data.xpos[name]) for name in OBJECTS))
