@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 #: points this close (m) below the highest point count as the top surface
 TOP_BAND_M = 0.006
-THIN_BAND_M = 0.006  # the least band depth, for thin objects
 #: a footprint this many times too large or too small still counts as "the right size"
 SIZE_SLACK = 1.6
 
@@ -77,9 +76,9 @@ def estimate_from_mask(frame: RGBDFrame, det: Detection, obj: ObjectSpec) -> tup
     if len(pts) < 6:
         return None, f"{frame.camera}: the depth points do not form one object"
     z_top = float(np.percentile(pts[:, 2], 95))
-    # a thin object (a 6 mm napkin) still gets a few mm of band: it is never perfectly flat, and its
-    # two halves may sit a hair apart in height
-    band = pts[pts[:, 2] >= z_top - min(TOP_BAND_M, max(obj.size[2] / 2, THIN_BAND_M))]
+    # the whole band, even for a thin object (a 6 mm napkin): it is never perfectly flat, and its two
+    # halves may sit a hair apart in height
+    band = pts[pts[:, 2] >= z_top - TOP_BAND_M]
     xy = band[:, :2].mean(axis=0)
     (_, _), (w, h), angle = cv2.minAreaRect(band[:, :2].astype(np.float32))
     long_side, short_side = max(w, h), min(w, h)

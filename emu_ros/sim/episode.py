@@ -155,12 +155,8 @@ def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
 
 def _fault_step_judged(injector: FaultInjector, outcomes) -> bool:
     """Whether the step the fault struck was judged unfinished or failed (not merely some later step)."""
-    rec = injector.record
-    if not injector.fired or rec is None:
-        return False
-    key = " ".join(rec.step_text.lower().split())
-    return any(OutcomeStatus(o.status) is not OutcomeStatus.FINISHED and " ".join(o.text.lower().split()) == key
-               for o in outcomes)
+    return injector.fired and any(o.status is not OutcomeStatus.FINISHED and injector.is_fault_step(o.text)
+                                  for o in outcomes)
 
 
 class _SimSettle:

@@ -138,11 +138,17 @@ class FaultInjector:
         return eligible[0]
 
     # ------------------------------------------------------------------ step events
+    def is_fault_step(self, step_text: str) -> bool:
+        """Whether `step_text` is the step this fault targets (case and spacing aside)."""
+        if self.record is None:
+            return False
+        return " ".join(step_text.lower().split()) == " ".join(self.record.step_text.lower().split())
+
     def on_step_start(self, step_text: str, call: Optional[SkillCall]) -> None:
         """Called by the harness before each step; arms the fault the first time its step runs."""
         if self.record is None or self.record.fired or self._armed is not None:
             return
-        if " ".join(step_text.lower().split()) != " ".join(self.record.step_text.lower().split()):
+        if not self.is_fault_step(step_text):
             return
         kind = self.spec.kind
         side = "left" if call and call.arm and "left" in call.arm else "right"

@@ -73,7 +73,8 @@ class GroundTruthPerception:
 
         m = self.sim.model
         b = m.body(body)
-        return any(m.geom_type[g] == mujoco.mjtGeom.mjGEOM_CYLINDER for g in range(b.geomadr[0], b.geomadr[0] + b.geomnum[0]))
+        geoms = range(b.geomadr[0], b.geomadr[0] + b.geomnum[0])
+        return any(m.geom_type[g] == mujoco.mjtGeom.mjGEOM_CYLINDER for g in geoms)
 
     def rotation(self, obj: str) -> Optional[np.ndarray]:
         """Full orientation (oracle only; skills use `locate().yaw`)."""
