@@ -15,9 +15,9 @@ from emu_ros.ros.launch_actions import optional_rviz
 def generate_launch_description():
     share = FindPackageShare("emu_ros")
     return LaunchDescription([
-        DeclareLaunchArgument("task", default_value="transfer_cube", description="sim task: transfer_cube | insertion"),
+        DeclareLaunchArgument("task", default_value="transfer_cube", description="sim task: transfer_cube | insertion | clear_table"),
         DeclareLaunchArgument("seed", default_value="0", description="scene seed"),
-        DeclareLaunchArgument("fault", default_value="none", description="injected fault: none | missed_grasp | slip | abort | camera_dropout"),
+        DeclareLaunchArgument("fault", default_value="none", description="injected fault: none | missed_grasp | slip | abort | camera_dropout | missed_napkin | napkin_slip | knocked_cup"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start rviz2 with rviz/steps.rviz"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "emu_ros.yaml"]),
                               description="node parameters (emu_guidance, emu_bridge sections)"),

@@ -88,7 +88,9 @@ class SimSession:
         tdef = task_def(task)
         out_dir = Path(out_dir)
         if step_images:  # the labelled scripted reference renders its step images from a fault-free run
-            plan_file = write_reference_plan(task, seed, out_dir / "reference_plan")
+            # a folder per task: the scripted planner loads every task file in the folder, and a shared
+            # --sim-out would otherwise offer the reference plan of another scene left by an earlier run
+            plan_file = write_reference_plan(task, seed, out_dir / "reference_plan" / task)
         else:
             plan_file = task_file(task)
         world = SimWorld(task, realtime_factor=realtime_factor, perception=perception)
