@@ -55,6 +55,8 @@ DEFAULT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_inde
 # Columns every v3.0 data file carries (lerobot DEFAULT_FEATURES).
 FRAME_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 LANGUAGE_PERSISTENT = "language_persistent"
+#: Style of our extra language rows marking an attempt that did not finish ("unfinished: why"); lerobot skips them.
+STEP_OUTCOME = "step_outcome"
 LANGUAGE_EVENTS = "language_events"
 # AgiBot-World ports (lerobot examples/port_datasets/agibot_hdf5, any4lerobot) keep step text per frame.
 FRAME_TEXT_COLUMNS = ("action_text", "skill")
@@ -185,6 +187,8 @@ class StepAnnotation:
     end: int
     text: str
     source: str
+    outcome: str = ""
+    """"" = finished (or not recorded); else why this attempt did not finish ("unfinished: gripper empty")."""
 
 
 @dataclass
@@ -529,10 +533,13 @@ def _steps_from_language(cells: list[Any], length: int, fps: int) -> list[StepAn
     rows = next((c for c in cells if c), None) or []
     subtasks = sorted(((float(r["timestamp"]), str(r.get("content") or "").strip()) for r in rows
                        if r.get("style") == "subtask"), key=lambda x: x[0])
-    starts = [(min(length - 1, max(0, int(round(ts * fps)))), text) for ts, text in subtasks if text]
+    notes = {round(float(r["timestamp"]) * fps): str(r.get("content") or "") for r in rows
+             if r.get("style") == STEP_OUTCOME}
+    starts = [(min(length - 1, max(0, int(round(ts * fps)))), text, notes.get(round(ts * fps), ""))
+              for ts, text in subtasks if text]
     steps = []
-    for k, (start, text) in enumerate(starts):
+    for k, (start, text, note) in enumerate(starts):
         end = starts[k + 1][0] if k + 1 < len(starts) else length
         if end > start:
-            steps.append(StepAnnotation(start, end, text, LANGUAGE_PERSISTENT))
+            steps.append(StepAnnotation(start, end, text, LANGUAGE_PERSISTENT, note))
     return steps

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import LeRobotDatasetReader
-from .segment import EpisodeSteps
+from .segment import EpisodeSteps, Step
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class SampleConfig:
     """Header before each step text (the guidance parser accepts it)."""
     steps_hint: bool = False
     """Append "Please provide N steps for the task." to the question (official howto convention)."""
+    history_dropout: float = 0.0
+    """Share of mid-trajectory starts given without their history (the task alone), so the model learns to read
+    progress from the view, as when a task is started again after a cancel (deterministic per episode and step)."""
+    done_samples: bool = False
+    """Also train the start after the last step, answered with no step (a finished task is planned as done)."""
 
 
 @dataclass
@@ -164,39 +170,51 @@ class SampleBuilder:
 
         return image_token_ids(codes, self.tok)
 
-    def _question(self, task: str, done: list[str], n_remaining: int) -> str:
+    def _question(self, task: str, before: list[Step], n_remaining: int) -> str:
+        """The engine's own question (build_question) for a start after the attempts `before`: finished steps
+        as done, the latest attempt that did not finish as the failure it was (annotated outcome)."""
         from emu_ros.guidance.prompting import build_question
-        from emu_ros.core.types import HistoryEntry, OutcomeStatus, PlanRequest
+        from emu_ros.core.types import PlanRequest
 
-        history = [HistoryEntry(text=t, status=OutcomeStatus.FINISHED) for t in done]
-        return build_question(PlanRequest(task=task, history=history),
+        return build_question(PlanRequest(task=task, history=step_history(before)),
                               steps_hint=n_remaining if self.config.steps_hint else None)
 
     def episode_samples(self, episode: EpisodeSteps) -> list[TokenSample]:
-        """All samples of one episode (full + mid-trajectory starts), each fitted to max_length."""
+        """All samples of one episode (full + mid-trajectory starts), each fitted to max_length.
+
+        A start after attempt j shows the key frame of attempt j (the scene then), gives attempts 1..j as history
+        (or, for a `history_dropout` share, no history: the task alone, as after a cancel) and answers the
+        finished attempts from j+1 on; attempts that did not finish are never in an answer, so a failure state
+        is answered by its recovery. With `done_samples` the start after the last step answers no step at all."""
         steps = episode.steps
         if not steps:
             raise SampleError(f"episode {episode.episode_index} has no steps")
+        cfg = self.config
         primary = self.cameras[0]
         key_frames = [s.keyframe for s in steps]
         step_codes = self.cache.codes(primary, episode.episode_index, key_frames)
-        starts = range(len(steps)) if self.config.mid_trajectory_starts else range(1)
-        # the view before step j+1: frame 0 for j = 0, else the key frame after step j
+        last = len(steps) + (1 if cfg.done_samples else 0)
+        starts = range(last) if cfg.mid_trajectory_starts else range(1)
+        # the view before attempt j+1: frame 0 for j = 0, else the key frame of attempt j
         views = {cam: self.cache.codes(cam, episode.episode_index,
-                                       [0] + key_frames[:-1] if self.config.mid_trajectory_starts else [0])
+                                       [0] + key_frames if cfg.mid_trajectory_starts else [0])
                  for cam in self.cameras}
         out = []
         for j in starts:
-            sample = self._sample(episode, j, [views[c][j] for c in self.cameras], step_codes[j:])
+            answer = [(s, c) for s, c in zip(steps[j:], step_codes[j:]) if not s.outcome]
+            if not answer and j < len(steps):
+                continue
+            forget = j > 0 and _unit(episode.episode_index, j) < cfg.history_dropout
+            sample = self._sample(episode, j, [views[c][j] for c in self.cameras], answer, forget)
             if sample is not None:
                 out.append(sample)
         return out
 
     def _sample(self, episode: EpisodeSteps, j: int, view_codes: list[np.ndarray],
-                step_codes: list[np.ndarray]) -> TokenSample | None:
+                answer: list[tuple[Step, np.ndarray]], forget: bool = False) -> TokenSample | None:
         cfg = self.config
-        steps = episode.steps[j:]
-        question = self._question(episode.task, [s.text for s in episode.steps[:j]], len(steps))
+        before = [] if forget else episode.steps[:j]
+        question = self._question(episode.task, before, len(answer))
         prompt = self.tok.encode(self._build_prompt(cfg.task_type, question))
         # the prompt template puts the images right after the question: splice their ids before " ASSISTANT:"
         tail = self.tok.encode(" ASSISTANT: <|extra_100|>")
@@ -206,8 +224,9 @@ class SampleBuilder:
         prompt = prompt[:-len(tail)] + images + tail
         ids, labels, spans = list(prompt), [IGNORE_INDEX] * len(prompt), []
         end_ids = [self.tok.token_id("ESS"), self.tok.token_id("EOS")]
-        for n, (step, codes) in enumerate(zip(steps, step_codes), start=j + 1):
-            header = self.tok.encode(("" if n == j + 1 else " ") + cfg.step_prefix.format(n=n))
+        first = sum(1 for s in before if not s.outcome) + 1
+        for n, (step, codes) in enumerate(answer, start=first):
+            header = self.tok.encode(("" if n == first else " ") + cfg.step_prefix.format(n=n))
             text = self.tok.encode(step.text + "\n")
             block = header + text + self._image_ids(codes)
             if len(ids) + len(block) + len(end_ids) > cfg.max_length:
@@ -215,7 +234,7 @@ class SampleBuilder:
             spans.append((len(ids) + len(header), len(ids) + len(header) + len(text) - 1))  # text without "\n"
             ids += block
             labels += block
-        if not spans:
+        if answer and not spans:
             self.skipped.append(f"episode {episode.episode_index} from step {j + 1}: prompt + one step need more "
                                 f"than max_length={cfg.max_length} tokens")
             return None
@@ -264,6 +283,26 @@ def pack_samples(samples: Sequence[TokenSample], max_length: int) -> list[TokenS
             labels += s.labels
         packed.append(TokenSample(ids, labels, row[0].episode_index, row[0].first_step, spans))
     return packed
+
+
+def step_history(steps: Sequence[Step]) -> list:
+    """HistoryEntry list of annotated attempts: "" outcome = finished, "unfinished: why" / "failed: why" otherwise."""
+    from emu_ros.core.types import HistoryEntry, OutcomeStatus
+
+    out = []
+    for s in steps:
+        if not s.outcome:
+            out.append(HistoryEntry(text=s.text, status=OutcomeStatus.FINISHED))
+            continue
+        kind, _, why = s.outcome.partition(":")
+        status = OutcomeStatus.FAILED if kind.strip() == "failed" else OutcomeStatus.UNFINISHED
+        out.append(HistoryEntry(text=s.text, status=status, reason=why.strip()))
+    return out
+
+
+def _unit(episode: int, j: int) -> float:
+    """A fixed number in [0, 1) per (episode, start): the same samples drop their history on every run."""
+    return zlib.crc32(f"{episode}:{j}".encode()) / 2 ** 32
 
 
 def collate(samples: Sequence[TokenSample], pad_id: int):

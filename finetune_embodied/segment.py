@@ -78,6 +78,8 @@ class Step:
     text: str
     keyframe: int
     source: str
+    outcome: str = ""
+    """"" = finished (or unknown); else why this attempt did not finish (from the annotations)."""
 
 
 @dataclass
@@ -275,7 +277,7 @@ class Segmenter:
         if cfg.use_annotations:
             notes = self.reader.step_annotations(episode_index, ep)
             if notes:
-                steps = [Step(n.start, n.end, n.text, n.end - 1, n.source) for n in notes]
+                steps = [Step(n.start, n.end, n.text, n.end - 1, n.source, n.outcome) for n in notes]
                 steps = self._merge_to_max(steps)
                 return EpisodeSteps(episode_index, task, ep.length, f"annotation:{notes[0].source}", steps)
         if self.feature is None:
@@ -378,7 +380,7 @@ class Segmenter:
         while len(steps) > self.config.max_steps:
             k = min(range(len(steps) - 1), key=lambda i: steps[i + 1].end - steps[i].start)
             a, b = steps[k], steps[k + 1]
-            steps[k:k + 2] = [Step(a.start, b.end, f"{a.text} and {b.text}", b.keyframe, a.source)]
+            steps[k:k + 2] = [Step(a.start, b.end, f"{a.text} and {b.text}", b.keyframe, a.source, b.outcome)]
         return steps
 
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .dataset import (CODEBASE_VERSION, DEFAULT_DATA_PATH, DEFAULT_VIDEO_PATH, EPISODES_DIR, INFO_PATH,
-                      LANGUAGE_EVENTS, LANGUAGE_PERSISTENT, TASKS_PATH)
+                      LANGUAGE_EVENTS, LANGUAGE_PERSISTENT, STEP_OUTCOME, TASKS_PATH)
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +162,23 @@ class LeRobotDatasetWriter:
             checked[key] = value
         self.buffer.append(checked)
 
-    def save_episode(self, subtasks: list[tuple[int, str]] | None = None) -> int:
-        """Encode the buffered frames as one episode; ``subtasks`` = [(start_frame, text), ...]. Returns its index."""
+    def save_episode(self, subtasks: list[tuple[int, str]] | None = None,
+                     outcomes: dict[int, str] | None = None) -> int:
+        """Encode the buffered frames as one episode; ``subtasks`` = [(start_frame, text), ...]. Returns its index.
+
+        ``outcomes`` = {start_frame: "unfinished: why"} marks attempts that did not finish (a missed grasp before
+        its retry); they are stored as ``step_outcome`` rows beside the subtask rows (lerobot reads only the
+        subtask style and ignores them)."""
         if not self.buffer:
             raise DatasetWriterError("save_episode() with no frames; call add_frame() first")
         episode_index = len(self.episode_rows)
         length = len(self.buffer)
         if subtasks:
             bad = [s for s, _ in subtasks if not 0 <= s < length]
+            bad += [s for s in (outcomes or {}) if s not in {start for start, _ in subtasks}]
             if bad:
-                raise DatasetWriterError(f"subtask start frames {bad} outside episode of {length} frames")
+                raise DatasetWriterError(f"subtask start frames {bad} outside episode of {length} frames "
+                                         "(or outcomes for frames where no subtask starts)")
             self.has_language = True
         if self.episodes_per_file and self.episodes_in_file >= self.episodes_per_file:
             self._close_file()
@@ -186,7 +193,7 @@ class LeRobotDatasetWriter:
             video.write([f[key] for f in self.buffer])
             row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": self.file_index,
                         f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + length / self.fps})
-        self.data_tables.append(self._episode_table(episode_index, subtasks))
+        self.data_tables.append(self._episode_table(episode_index, subtasks, outcomes or {}))
         self.episode_rows.append(row)
         self.total_frames += length
         self.episodes_in_file += 1
@@ -215,7 +222,8 @@ class LeRobotDatasetWriter:
             self.videos[key] = _VideoFile(path, self.fps, h, w, self.vcodec, self.gop, self.crf)
         return self.videos[key]
 
-    def _episode_table(self, episode_index: int, subtasks: list[tuple[int, str]] | None) -> pa.Table:
+    def _episode_table(self, episode_index: int, subtasks: list[tuple[int, str]] | None,
+                       outcomes: dict[int, str]) -> pa.Table:
         n = len(self.buffer)
         cols: dict[str, pa.Array] = {}
         for key, spec in self.user_features.items():
@@ -237,6 +245,8 @@ class LeRobotDatasetWriter:
         cols["task_index"] = pa.array(task_index, type=pa.int64())
         rows = [{"role": "assistant", "content": text, "style": "subtask", "timestamp": float(start) / self.fps,
                  "camera": None, "tool_calls": None} for start, text in sorted(subtasks or [])]
+        rows += [{"role": "assistant", "content": note, "style": STEP_OUTCOME, "timestamp": float(start) / self.fps,
+                  "camera": None, "tool_calls": None} for start, note in sorted(outcomes.items())]
         cols[LANGUAGE_PERSISTENT] = pa.array([rows] * n, type=pa.list_(_PERSISTENT_ROW))
         cols[LANGUAGE_EVENTS] = pa.array([[]] * n, type=pa.list_(_EVENT_ROW))
         return pa.table(cols)

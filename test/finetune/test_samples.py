@@ -105,3 +105,40 @@ def test_two_cameras_in_the_prompt_one_in_the_steps(parts) -> None:
     sample = builder.build(segment_dataset(reader)[:1])[0]
     prompt, answer = tok.decode(sample.input_ids).split(" ASSISTANT: <|extra_100|>")
     assert prompt.count("<|image start|>") == 2 and answer.count("<|image start|>") == 2  # 2 views, 2 steps
+
+
+def test_failed_attempts_become_failure_state_starts(parts, make_dataset, tmp_path: Path) -> None:
+    """An attempt annotated unfinished is never in an answer; the start after it names the failure and shows
+    the scene then; history dropout and the finished-task start follow their options."""
+    from finetune_embodied.writer import LeRobotDatasetWriter
+
+    _, tok, vq, vq_dir, _ = parts
+    w = LeRobotDatasetWriter.create(tmp_path / "ds", fps=50, features={
+        "observation.images.top": {"dtype": "video", "shape": (32, 48, 3)},
+        "observation.state": {"dtype": "float32", "shape": (14,)}})
+    for i in range(30):
+        w.add_frame({"observation.images.top": np.full((32, 48, 3), 20 + 7 * i, np.uint8),
+                     "observation.state": np.zeros(14, np.float32), "task": "move the block"})
+    w.save_episode(subtasks=[(0, "reach"), (10, "grasp"), (20, "grasp")],
+                   outcomes={10: "unfinished: gripper closed on nothing"})
+    root = w.finalize()
+    reader = LeRobotDatasetReader(root)
+    (episode,) = segment_dataset(reader)
+    assert [(s.text, s.outcome) for s in episode.steps] == [
+        ("reach", ""), ("grasp", "unfinished: gripper closed on nothing"), ("grasp", "")]
+    cache = ImageTokenCache(tmp_path / "cache", reader, vq, AREA, vision_tokenizer_id(vq_dir))
+    texts = [tok.decode(s.input_ids) for s in
+             SampleBuilder(tok, cache, SampleConfig(image_area=AREA, done_samples=True)).build([episode])]
+    answers = [t.split(" ASSISTANT: <|extra_100|>")[1] for t in texts]
+    # from the start: reach, then the grasp that worked (the missed one is not a step to learn)
+    assert answers[0].count("Step ") == 2 and "Step 1: reach\n" in answers[0] and "Step 2: grasp\n" in answers[0]
+    # after the missed grasp: the failure is in the question, the answer is the retry
+    assert 'Steps already done: reach. The step "grasp" was not finished (gripper closed on nothing).' in texts[2]
+    assert answers[2].startswith("Step 2: grasp\n") and answers[2].count("Step ") == 1
+    # the finished task: the answer is the end of the answer and nothing else
+    assert answers[-1] == "<|extra_101|><|extra_204|>" and len(texts) == 4
+    # history dropout 1.0: every later start is asked as a fresh task (progress read from the view alone)
+    dropped = [tok.decode(s.input_ids) for s in
+               SampleBuilder(tok, cache, SampleConfig(image_area=AREA, history_dropout=1.0)).build([episode])]
+    assert all("already done" not in t and "not finished" not in t for t in dropped)
+    assert dropped[2].split(" ASSISTANT: <|extra_100|>")[1].startswith("Step 1: grasp\n")
