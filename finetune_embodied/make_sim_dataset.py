@@ -1,16 +1,19 @@
-"""Record scripted simulator episodes as a small LeRobot v3.0 dataset with step annotations (never downloads).
+"""Record simulator episodes as a small LeRobot v3.0 dataset with step annotations (never downloads).
 
-Each episode runs the sim task's scripted step list (``config/tasks/<task>.yaml``) through the same skills the
-closed-loop demo uses (``emu_ros.sim``: gym-aloha physics, ``ProfileSkillExecutor``), and records the 14-d ALOHA
-joint state, the commanded action and the camera views every ``record_every`` control ticks. The start frame of
-each scripted step is stored as a lerobot 0.6 ``language_persistent`` subtask row, so the dataset carries the
-same step texts the planner uses. Per-episode seeds, rewards and success go to ``meta/sim_rollouts.json``
+Each episode runs the shipped closed loop (``emu_ros.sim.episode.run_episode``: the bridge's TaskRunner + StepMonitor
+with the labelled scripted reference planner, gym-aloha physics, the same skills as the demo), optionally with an
+injected fault (``--fault_share``, ``--faults``) and the loop's recovery from it, and records the 14-d ALOHA joint
+state, the commanded action and the camera views every ``record_every`` control ticks. Every step *attempt* is a
+lerobot 0.6 ``language_persistent`` subtask row from its first frame; an attempt the monitor judged unfinished also
+gets a ``step_outcome`` row ("unfinished: why"), so training samples can start from the failure state and answer
+with the recovery. Each episode's instruction is one of the task's training phrasings
+(``config/instructions/paraphrases.yaml``). Per-episode seeds, faults, verdicts and success go to ``meta/sim_rollouts.json``
 (lerobot ignores extra files in meta/).
 
 Rendering dominates the cost (~80-120 ms per camera frame with Mesa llvmpipe on a CPU), hence 10 fps by default.
 
     MUJOCO_GL=egl python -m finetune_embodied.make_sim_dataset --out runs/sim_dataset \
-        --tasks transfer_cube insertion --episodes_per_task 6 --cameras cam_high cam_left_wrist
+        --tasks transfer_cube insertion --episodes_per_task 6 --cameras cam_high cam_left_wrist --fault_share 0.3
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .config import parse_config, save_config
 from .writer import ALOHA_JOINT_NAMES, LeRobotDatasetWriter
@@ -57,6 +59,14 @@ class SimDatasetConfig:
     """Ticks recorded after the last step so the final key frame shows the result at rest."""
     keep_failed: bool = True
     """Keep episodes whose task reward never reached the maximum (their steps are still meaningful)."""
+    fault_share: float = 0.0
+    """Share of episodes (seeded) with an injected fault of `faults`, recorded with the loop's recovery."""
+    faults: dict[str, str] = field(default_factory=lambda: {"transfer_cube": "missed_grasp",
+                                                            "insertion": "missed_grasp",
+                                                            "clear_table": "missed_napkin"})
+    """Fault kind injected per task (emu_ros.sim.faults.FAULT_KINDS)."""
+    paraphrases: bool = True
+    """Write each episode's instruction from config/instructions/paraphrases.yaml (train phrasings, in turn)."""
     overwrite: bool = False
     """Replace an existing dataset at out."""
 
@@ -87,57 +97,63 @@ class _Recorder:
             self.images.setdefault(cam, []).append(sim.render(cam, *self.size))
 
 
-def _step_list(task: str) -> list[str]:
-    from emu_ros.sim.tasks import task_file
+def episode_plan(cfg: SimDatasetConfig, task: str, k: int) -> tuple[int, str, str]:
+    """(seed, fault kind, instruction) of episode k of a task: seeded, so a dataset is rebuilt identically."""
+    from emu_ros.sim.tasks import paraphrases, task_def
 
-    data = yaml.safe_load(task_file(task).read_text(encoding="utf-8"))
-    return [s["text"] if isinstance(s, dict) else str(s) for s in data["steps"]]
+    rng = np.random.default_rng([cfg.seed, k, len(task)])
+    fault = cfg.faults.get(task, "none") if rng.random() < cfg.fault_share else "none"
+    phrasings = paraphrases(task)["train"] if cfg.paraphrases else []
+    instruction = phrasings[k % len(phrasings)] if phrasings else task_def(task).instruction
+    return cfg.seed + k, fault, instruction
 
 
-def record_episode(task: str, seed: int, cfg: SimDatasetConfig) -> tuple[_Recorder, list[tuple[int, str]], dict]:
-    """Run one scripted episode; returns the recording, [(start_frame, step text)] and a rollout summary."""
-    from emu_ros.core.profile import load_profile
-    from emu_ros.bridge.skill_mapper import SkillMapper
-    from emu_ros.bridge.skills import ProfileSkillExecutor
-    from emu_ros.sim.adapter import SimRobotAdapter
-    from emu_ros.sim.aloha_env import AlohaSim
-    from emu_ros.sim.perception import GroundTruthPerception
-    from emu_ros.sim.tasks import task_def
+class _StepMarks:
+    """Runner listener: the frame where each step attempt starts and, for an attempt that did not finish, why."""
 
-    profile = load_profile("sim_aloha")
-    sim = AlohaSim(task, image_size=(cfg.height, cfg.width))
-    sim.reset(seed)
-    adapter = SimRobotAdapter(sim, profile)
-    executor = ProfileSkillExecutor(profile, adapter, GroundTruthPerception(sim), task_def(task).skill_params)
-    mapper = SkillMapper.load()
+    def __init__(self, rec: _Recorder) -> None:
+        self.rec = rec
+        self.subtasks: list[tuple[int, str]] = []
+        self.outcomes: dict[int, str] = {}
+
+    def __call__(self, event) -> None:
+        from emu_ros.bridge.runner import EventType
+
+        if event.type is EventType.STEP_STARTED:
+            self.subtasks.append((len(self.rec.states), event.step_text))
+        elif event.type in (EventType.STEP_UNFINISHED, EventType.STEP_FAILED) and self.subtasks:
+            status = event.outcome.status.value if event.outcome is not None else "unfinished"
+            self.outcomes[self.subtasks[-1][0]] = f"{status}: {event.message}"
+
+
+def record_episode(task: str, seed: int, cfg: SimDatasetConfig, fault: str = "none",
+                   world=None) -> tuple[_Recorder, list[tuple[int, str]], dict[int, str], dict]:
+    """Run one seeded episode through the shipped closed loop (TaskRunner + StepMonitor, scripted reference
+    planner, an optional injected fault and its recovery) and record it. Returns the recording, the step
+    attempts [(start_frame, text)], {start_frame: "unfinished: why"} for attempts that did not finish, and a
+    rollout summary."""
+    from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
+    from emu_ros.sim.faults import FaultSpec
+
+    world = world or SimWorld(task, camera_size=(cfg.height, cfg.width))
     rec = _Recorder(list(cfg.cameras), (cfg.height, cfg.width), cfg.record_every)
-    rec(sim)  # the initial view is frame 0
-    sim.tick_hooks.append(rec)
-    subtasks, failed = [], []
-    for text in _step_list(task):
-        subtasks.append((len(rec.states), text))
-        mapped = mapper.map(text)
-        if not mapped.mapped:
-            failed.append(f"{text}: not mapped to a skill")
-            continue
-        ex = executor.execute(mapped.call)
-        if ex.error or not ex.motion_ok:
-            failed.append(f"{text}: {ex.error or 'motion not ok'}")
-    adapter.hold(cfg.settle_ticks / CONTROL_HZ)
-    sim.tick_hooks.remove(rec)
-    from emu_ros.sim.scoring import score
-
-    summary = {"task": task, "seed": seed, "max_reward": sim.max_reward, "success": score(sim).success,
-               "frames": len(rec.states), "failed_steps": failed}
-    # a step that started on the very last frame has no frames of its own: drop it
-    subtasks = [(s, t) for s, t in subtasks if s < len(rec.states)]
-    return rec, subtasks, summary
+    marks = _StepMarks(rec)
+    result = run_episode(EpisodeConfig(task=task, seed=seed, fault=FaultSpec(kind=fault, seed=seed)), world,
+                         listeners=(marks,), tick_hooks=(rec,))
+    world.adapter.hold(cfg.settle_ticks / CONTROL_HZ)
+    world.sim.tick_hooks.remove(rec)
+    summary = {"task": task, "seed": seed, "fault": fault, "fault_fired": result.fault_fired,
+               "max_reward": result.max_reward, "success": result.success, "replans": result.replans,
+               "frames": len(rec.states), "steps": [f"{r.text} [{r.status}]" for r in result.steps]}
+    # an attempt that started on the very last frame has no frames of its own: drop it
+    subtasks = [(s, t) for s, t in marks.subtasks if s < len(rec.states)]
+    outcomes = {s: note for s, note in marks.outcomes.items() if s < len(rec.states)}
+    return rec, subtasks, outcomes, summary
 
 
 def build_dataset(cfg: SimDatasetConfig) -> Path:
     """Record all episodes and write the dataset; returns its root."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from emu_ros.sim.tasks import task_def
 
     fps = CONTROL_HZ // cfg.record_every
     features = {f"observation.images.{cam}": {"dtype": "video", "shape": (cfg.height, cfg.width, 3),
@@ -147,22 +163,30 @@ def build_dataset(cfg: SimDatasetConfig) -> Path:
     writer = LeRobotDatasetWriter.create(cfg.out, fps=fps, features=features, robot_type="aloha",
                                          overwrite=cfg.overwrite)
     rollouts = []
+    from emu_ros.sim.episode import SimWorld
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cfg.tasks) * cfg.episodes_per_task, desc="sim episodes", unit="ep")
     for task in cfg.tasks:
-        instruction = task_def(task).instruction
+        world = SimWorld(task, camera_size=(cfg.height, cfg.width))
         for k in range(cfg.episodes_per_task):
             t0 = time.time()
-            rec, subtasks, summary = record_episode(task, cfg.seed + k, cfg)
+            seed, fault, instruction = episode_plan(cfg, task, k)
+            rec, subtasks, outcomes, summary = record_episode(task, seed, cfg, fault, world)
+            bar.update(1)
             if not summary["success"] and not cfg.keep_failed:
-                log.warning("%s seed %d failed (max reward %g); skipped", task, cfg.seed + k, summary["max_reward"])
+                log.warning("%s seed %d failed (max reward %g); skipped", task, seed, summary["max_reward"])
                 continue
             for i in range(len(rec.states)):
                 frame = {f"observation.images.{cam}": rec.images[cam][i] for cam in cfg.cameras}
                 frame.update({"observation.state": rec.states[i], "action": rec.actions[i], "task": instruction})
                 writer.add_frame(frame)
-            summary["episode_index"] = writer.save_episode(subtasks=subtasks)
+            summary["instruction"] = instruction
+            summary["episode_index"] = writer.save_episode(subtasks=subtasks, outcomes=outcomes)
             rollouts.append(summary)
-            log.info("%s seed %d: %d frames, %d steps, max reward %g (%.1fs)", task, cfg.seed + k, summary["frames"],
-                     len(subtasks), summary["max_reward"], time.time() - t0)
+            log.info("%s seed %d (%s, fault %s): %d frames, %d attempts, success %s (%.1fs)", task, seed,
+                     instruction, fault, summary["frames"], len(subtasks), summary["success"], time.time() - t0)
+    bar.close()
     root = writer.finalize()
     (root / "meta" / "sim_rollouts.json").write_text(json.dumps(rollouts, indent=2), encoding="utf-8")
     save_config(cfg, root / "meta" / "make_sim_dataset_config.yaml")

@@ -1,7 +1,9 @@
 """Headless closed-loop episode on the simulated ALOHA: plan -> skills -> step check -> re-plan.
 
 One seeded episode runs through the shipped loop: the bridge's TaskRunner + StepMonitor +
-GuidanceEngine (what the ROS nodes run), with the labelled scripted reference planner, the
+GuidanceEngine (what the ROS nodes run), with the shipped simulator world model (`planner="world-model"`:
+an Emu3.5-architecture model planning text + step images from the current camera view) or the labelled
+scripted reference planner, the
 ProfileSkillExecutor on the SimRobotAdapter, and object poses from the labelled oracle or camera
 perception. The runner retries a FAILED step (`max_retries`), re-plans from the current camera
 view when a step is unfinished (bounded by `max_replans`; 0 with re-planning off) and judges every
@@ -48,6 +50,27 @@ class EpisodeConfig:
     #: (a stand-in for the world model's generation time, e.g. ~2 s per DiDA step).
     guidance_mode: str = "plan"
     planner_step_delay_s: float = 0.0
+    #: "world-model" (the shipped simulator world model, or `model_root`) or "scripted" (the labelled reference)
+    planner: str = "scripted"
+    model_root: Optional[str] = None
+    #: the instruction the planner gets (any phrasing for the world model); "" = the task's own
+    instruction: str = ""
+
+
+PLANNERS = ("world-model", "scripted")
+
+
+def make_planner(cfg: EpisodeConfig, plan_file: Optional[Path] = None):
+    """The episode's world model: the shipped simulator model (loaded once; pass it to run_episode to reuse it)
+    or the labelled scripted reference."""
+    from emu_ros.guidance.backends import make_world_model
+    from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+
+    if cfg.planner not in PLANNERS:
+        raise ValueError(f"planner must be one of {PLANNERS}, got {cfg.planner!r}")
+    if cfg.planner == "world-model":
+        return make_world_model("sim-world-model", model_root=cfg.model_root)
+    return ScriptedWorldModel(task_files=[plan_file or task_file(cfg.task)], step_delay_s=cfg.planner_step_delay_s)
 
 
 @dataclass
@@ -136,19 +159,22 @@ class SimWorld:
         self.images.clear_dropout()  # a camera dropout is a fault of one episode, not of the next
 
 
-def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld]) -> tuple:
-    """World reset to the seed, task, labelled scripted planner, mapped step calls and fault injector."""
+def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld], planner=None) -> tuple:
+    """World reset to the seed, task, planner, the reference plan's step calls (where a fault strikes) and the
+    fault injector."""
     from emu_ros.guidance.backends.scripted import ScriptedWorldModel
 
     world = world or SimWorld(cfg.task, cfg.profile, cfg.camera_size)
     world.reset(cfg.seed)
     tdef = task_def(cfg.task)
     plan_file = task_file(cfg.task)
-    if cfg.step_images:
+    if cfg.step_images and cfg.planner == "scripted":
         out = Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}"
         plan_file = write_reference_plan(cfg.task, cfg.seed, out, camera=cfg.camera)
-    planner = ScriptedWorldModel(task_files=[plan_file], step_delay_s=cfg.planner_step_delay_s)
-    calls = [world.mapper.map(s.text).call for s in planner.find(tdef.instruction).steps]
+    reference = ScriptedWorldModel(task_files=[task_file(cfg.task)])
+    calls = [world.mapper.map(s.text).call for s in reference.find(tdef.instruction).steps]
+    if planner is None or cfg.planner == "scripted":
+        planner = make_planner(cfg, plan_file)
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     return world, tdef, planner, calls, injector
 
@@ -173,17 +199,22 @@ class _SimSettle:
 
 
 def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: Optional[Path] = None,
-                listeners: tuple = ()) -> EpisodeResult:
+                listeners: tuple = (), tick_hooks: tuple = (), planner=None) -> EpisodeResult:
     """One seeded episode through the bridge's TaskRunner + StepMonitor + GuidanceEngine (module docstring).
 
-    `listeners` get every runner event (plans, step verdicts); `log_dir` keeps the task log.
+    `listeners` get every runner event (plans, step verdicts); `log_dir` keeps the task log; `tick_hooks`
+    are called with the simulator after every control tick of this episode (a dataset recorder); `planner` is
+    a loaded world model to reuse (else make_planner builds the one cfg names).
     """
     from emu_ros.bridge.monitor import StepMonitor
     from emu_ros.bridge.runner import RunnerConfig, TaskRunner
     from emu_ros.guidance.engine import EngineConfig, GuidanceEngine
 
     t0 = time.monotonic()
-    world, tdef, backend, calls, injector = _prepare(cfg, world)
+    world, tdef, backend, calls, injector = _prepare(cfg, world, planner)
+    for hook in tick_hooks:
+        hook(world.sim)  # the scene before the first step
+        world.sim.tick_hooks.append(hook)
     engine = GuidanceEngine(backend, world.images, EngineConfig(cameras=(cfg.camera,)))
     settle = world.profile.tolerances.settle_s if cfg.settle_s is None else cfg.settle_s
     executor = _SimSettle(FaultAwareExecutor(world.executor, injector), world.adapter, settle)
@@ -196,7 +227,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: O
     for fn in listeners:
         runner.add_listener(fn)
     try:
-        tr = runner.run(tdef.instruction, log_dir=log_dir)
+        tr = runner.run(cfg.instruction or tdef.instruction, log_dir=log_dir)
     finally:
         injector.close()
     sc = score(world.sim)

@@ -83,6 +83,15 @@ def task_def(task: str) -> SimTaskDef:
     return TASKS[task]
 
 
+def paraphrases(task: str) -> dict:
+    """{"train": [...], "held_out": [...]}: phrasings of a task's instruction (config/instructions/paraphrases.yaml).
+    The world model's training data uses the first; the second never enters it (the held-out benchmark)."""
+    data = yaml.safe_load((config_dir() / "instructions" / "paraphrases.yaml").read_text(encoding="utf-8")) or {}
+    if task not in data:
+        raise KeyError(f"config/instructions/paraphrases.yaml has no phrasings of {task!r}")
+    return {"train": list(data[task].get("train") or []), "held_out": list(data[task].get("held_out") or [])}
+
+
 def task_file(task: str) -> Path:
     """The scripted step list of a sim task."""
     task_def(task)
