@@ -313,6 +313,10 @@ class TaskRunner:
                 run.source = self._plan_source(run, reason=f"step \"{step.text}\" {outcome.status.value}: "
                                                            f"{outcome.reason}")
                 i = 0
+            if run.steps_done == 0:  # a complete plan of no steps (only a first plan may be one)
+                message = "no step to do: the world model planned none from the current view (it sees the task done)"
+                self._emit(run, EventType.DONE, message=message)
+                return self._finish(run, "succeeded", message)
             message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "") \
                 + (f" and {run.continuations} continuation(s) of cut plans" if run.continuations else "")
             self._emit(run, EventType.DONE, message=message)
@@ -526,8 +530,11 @@ class TaskRunner:
                 kw = {"max_steps": 1} if stepwise else {}
                 plan = self.planner.plan(run.task, history=list(run.history), revision=revision, on_step=planned,
                                          cancel=cancel, **kw)
-                if not isinstance(plan, Plan) or not plan.steps:
-                    raise PlanningError(f"planner returned {'an empty plan' if isinstance(plan, Plan) else type(plan).__name__}")
+                if not isinstance(plan, Plan):
+                    raise PlanningError(f"planner returned {type(plan).__name__}, not a Plan")
+                if not plan.steps and not (plan.complete and revision == 0):
+                    # After a failed step, "nothing left to do" contradicts the step check: ask again.
+                    raise PlanningError("planner returned an empty plan" + (" after a failed step" if revision else ""))
                 run.plans.append(plan)
                 self._emit(run, EventType.PLAN_READY, plan=plan,
                            message=f"{len(plan.steps)} steps from {plan.source or 'unknown source'}"

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from emu_ros.core.protocols import CameraUnavailable, ImageSource
-from emu_ros.guidance.parser import StepParser, normalize_text
+from emu_ros.guidance.parser import OutputEnd, StepParser, normalize_text
 from emu_ros.core.types import (Cancelled, CancelToken, HistoryEntry, OutcomeStatus, Plan, PlanningError,
                                     PlanRequest, PlanStep, StepOutcome, WorldModel)
 
@@ -174,11 +174,14 @@ class GuidanceEngine:
                         log.exception("on_step callback failed for step %d", step.index)
 
         truncated = False
+        ended = False  # the backend said its output finished of itself (an OutputEnd, not cut)
         try:
             stream = self.world_model.plan(request, token)
             for item in stream:
                 if token.cancelled:
                     break
+                if isinstance(item, OutputEnd):
+                    ended = not item.truncated
                 if isinstance(item, PlanStep):
                     accept([_checked_step(item, notes)])
                 elif len(accepted) >= limit and isinstance(item, str) and item.strip():
@@ -205,6 +208,10 @@ class GuidanceEngine:
                 and any(s.image is not None for s in accepted[:-1]):
             dropped = accepted.pop()
             notes.append(f"dropped the last step {dropped.text!r}: the output was cut before its image")
+        if not accepted and not raw and ended and not parser.cut and not truncated and not parser.notes:
+            # The output ended of itself before any step: the model sees nothing left to do in the current view.
+            notes.append("the world model planned no steps: it sees the task as done in the current view")
+            return [], notes, ""
         if not accepted:
             what = f"{len(raw)} unusable item(s)" if raw else "no steps"
             detail = "; ".join(notes) or "empty output"

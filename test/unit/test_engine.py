@@ -72,6 +72,18 @@ def test_backend_failures_become_planning_errors(behaviour, match):
         GuidanceEngine(wm, FakeImageSource()).plan("fold the t-shirt")
 
 
+def test_an_output_that_ends_before_any_step_is_a_done_plan_a_cut_one_is_an_error():
+    """A model that ends its answer at once sees nothing left to do: a complete plan of no steps, said in its
+    notes. The same emptiness when the output was cut, or with items the parser dropped, stays an error."""
+    from emu_ros.guidance.parser import OutputEnd
+
+    done = GuidanceEngine(FakeWorldModel(script=[[OutputEnd("eos")]], raw=True), FakeImageSource()).plan("t")
+    assert done.steps == [] and done.complete and any("sees the task as done" in n for n in done.notes)
+    for output in ([OutputEnd("max_new_tokens", truncated=True)], [3.5, OutputEnd("eos")]):
+        with pytest.raises(PlanningError, match="no steps"):
+            GuidanceEngine(FakeWorldModel(script=[output], raw=True), FakeImageSource()).plan("t")
+
+
 def test_backend_that_is_not_iterable_is_a_planning_error():
     class Broken:
         name = "broken"

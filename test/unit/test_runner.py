@@ -205,6 +205,27 @@ def test_malformed_output_aborts_with_reason(profile, tmp_path):
     assert res.status == "aborted" and "unusable item" in res.message and "without text" in res.message
 
 
+def test_a_done_plan_succeeds_with_no_step_and_says_so(profile, tmp_path):
+    from emu_ros.guidance.parser import OutputEnd
+
+    rig = Rig(profile, tmp_path, script=[[OutputEnd("eos")]], raw=True)
+    res = rig.run()
+    assert res.status == "succeeded" and res.outcomes == [] and "no step to do" in res.message
+    assert rig.executor.calls == [] and rig.rec.types()[-1] == EventType.DONE.value
+    assert_log_matches_events(rig)
+
+
+def test_an_empty_replan_after_a_failed_step_is_not_success(profile, tmp_path):
+    """"Nothing left to do" right after the check found a step unfinished is refused (asked again, then abort)."""
+    from emu_ros.guidance.parser import OutputEnd
+
+    rig = Rig(profile, tmp_path, script=[SEVEN_STEPS, [OutputEnd("eos")], [OutputEnd("eos")]], raw=False,
+              planning_attempts=2)
+    rig.adapter.grasp_misses = 1
+    res = rig.run()
+    assert res.status == "aborted" and "empty plan after a failed step" in res.message
+
+
 def test_replan_failure_is_aborted(profile, tmp_path):
     rig = Rig(profile, tmp_path, script=[SEVEN_STEPS, ValueError("bad weights")], planning_attempts=1)
     rig.adapter.grasp_misses = 1
