@@ -45,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replans", type=int, default=3)
     p.add_argument("--out", default=None, help="output folder (default: ./emu_ros_demo/<time>)")
     p.add_argument("--no-ros", action="store_true", help="run the core TaskRunner directly, without rclpy")
-    p.add_argument("--model-dir", default=None, help="Emu3.5 weights: plan with the model instead of the scripted reference")
+    p.add_argument("--planner", default="auto", choices=["auto", "world-model", "scripted"],
+                   help="world-model: the shipped simulator world model (models/sim-aloha) plans the steps and "
+                        "predicts each step image from the current camera view; scripted: the labelled scripted "
+                        "reference (step images rendered from a fault-free run of the same seed); auto (default): "
+                        "the world model for the tasks it was trained on (transfer_cube, insertion)")
+    p.add_argument("--model-root", default=None, help="another trained copy of the simulator world model "
+                   "(a folder with Emu3.5/, Emu3.5-VisionTokenizer/, backend.yaml; `make world-model` writes one)")
+    p.add_argument("--instruction", default=None, help="what to ask for, in any phrasing (default: the task's own)")
+    p.add_argument("--model-dir", default=None, help="Emu3.5 weights (e.g. the 34B release): plan with them instead")
     p.add_argument("--vq-dir", default=None, help="Emu3.5-VisionTokenizer directory (with --model-dir)")
     p.add_argument("--decoder", default="auto", choices=["auto", "ar", "dida"],
                    help="with --model-dir: image decoder (auto = dida when the weights carry dida_config.json)")
@@ -113,7 +121,18 @@ def backend_settings(args) -> tuple:
         if args.dida_dir:
             settings["dida_dir"] = args.dida_dir
         return "emu35", settings
+    if args.planner == "world-model":
+        return "sim-world-model", ({"model_root": args.model_root} if args.model_root else {})
     return "scripted", {}
+
+
+def planner_label(args) -> str:
+    """What plans, said plainly on the console and in summary.json."""
+    if args.model_dir:
+        return "Emu3.5 weights from " + args.model_dir
+    if args.planner == "world-model":
+        return "world model " + (args.model_root or "models/sim-aloha (shipped)") + ", DiDA image decoder"
+    return "SCRIPTED REFERENCE planner (labelled; not the world model)"
 
 
 def default_device() -> str:
@@ -147,7 +166,8 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     params = [Parameter("profile", value="sim_aloha"), Parameter("backend", value=backend),
               Parameter("task_dir", value=str(session.task_dir))]
-    names = {"model_dir": "model_dir", "vq_dir": "vq_dir", "device": "device", "mode": "decoder", "dida_dir": "dida_dir"}
+    names = {"model_dir": "model_dir", "vq_dir": "vq_dir", "device": "device", "mode": "decoder", "dida_dir": "dida_dir",
+             "model_root": "model_dir"}
     params += [Parameter(names[k], value=v) for k, v in settings.items() if k in names]
     guidance = GuidanceNode(parameter_overrides=params)
     bridge = BridgeNode(adapter=session.world.adapter, perception=session.world.perception,
@@ -175,7 +195,7 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
             progress.update(fb.phase, fb.step_index, fb.step_text, fb.outcome, fb.replans,
                             len(plan.steps) if plan is not None else None)
 
-        if not client.execute_task(session.instruction, max_replans=args.max_replans, on_feedback=on_feedback):
+        if not client.execute_task(args.instruction or session.instruction, max_replans=args.max_replans, on_feedback=on_feedback):
             raise RuntimeError(f"ExecuteTask not accepted: {client.get_task_error()[1]}")
         try:
             result = TaskResult.UNKNOWN
@@ -221,7 +241,7 @@ def run_core(args, session, log_root: Path, progress: Progress) -> str:
 
     runner.add_listener(listen)
     holder = {}
-    t = threading.Thread(target=lambda: holder.update(r=runner.run(session.instruction)), daemon=True)
+    t = threading.Thread(target=lambda: holder.update(r=runner.run(args.instruction or session.instruction)), daemon=True)
     t.start()
     try:
         t.join(args.timeout)
@@ -244,6 +264,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.fault is None:
         args.fault = DEFAULT_FAULT.get(args.task, "missed_grasp")
+    from emu_ros.guidance.backends.sim_world_model import resolve_planner
+
+    args.planner, why = resolve_planner(args.planner, args.task, args.model_root)
+    if why:
+        print(f"[demo] {why}")
     logging.basicConfig(level=logging.WARNING if not args.quiet else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -262,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from emu_ros.ros.sim_nodes import SimSession
     from emu_ros.sim.scoring import score
 
-    backend = "Emu3.5 weights from " + args.model_dir if args.model_dir else "SCRIPTED REFERENCE planner (labelled; not the world model)"
+    backend = planner_label(args)
     print(f"[demo] task {args.task}, seed {args.seed}, fault {args.fault}, planner: {backend}, object poses: "
           f"{'camera perception (rendered RGB-D)' if args.perception == 'camera' else 'GROUND-TRUTH ORACLE (labelled)'}, "
           f"path: {'ROS nodes (emu_guidance + emu_bridge)' if use_ros else 'core TaskRunner (no ROS)'}")

@@ -18,6 +18,9 @@ def generate_launch_description():
         DeclareLaunchArgument("task", default_value="transfer_cube", description="sim task: transfer_cube | insertion | clear_table"),
         DeclareLaunchArgument("seed", default_value="0", description="scene seed"),
         DeclareLaunchArgument("fault", default_value="none", description="injected fault: none | missed_grasp | slip | abort | camera_dropout | missed_napkin | napkin_slip | knocked_cup"),
+        DeclareLaunchArgument("planner", default_value="auto",
+                              description="auto (the shipped simulator world model for the tasks it was trained on) | "
+                                          "sim-world-model | scripted (the labelled reference)"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start rviz2 with rviz/steps.rviz"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "emu_ros.yaml"]),
                               description="node parameters (emu_guidance, emu_bridge sections)"),
@@ -26,6 +29,7 @@ def generate_launch_description():
         Node(package="emu_ros", executable="emu-ros", output="screen",
              arguments=["run", "--profile", "sim_aloha", "--sim-task", LaunchConfiguration("task"),
                         "--sim-seed", LaunchConfiguration("seed"), "--sim-fault", LaunchConfiguration("fault"),
+                        "--backend", LaunchConfiguration("planner"),
                         "--params-file", LaunchConfiguration("params_file")]),
         optional_rviz(PathJoinSubstitution([share, "rviz", "steps.rviz"])),
     ])

@@ -62,7 +62,8 @@ class GuidanceNode(LifecycleNode):
         # The engine, parser, backends and model log through Python logging: to /rosout.
         self._log_route = LogRoute(self, ["emu_ros.guidance", "emu_ros.model"])
         declare(self, "profile", "aloha", "Robot profile: a name in config/robots or a YAML path", read_only=True)
-        declare(self, "backend", "scripted", "World model: 'scripted' (labelled reference planner) or 'emu35'")
+        declare(self, "backend", "scripted", "World model: 'scripted' (labelled reference planner), 'emu35' (Emu3.5 "
+                "weights in model_dir) or 'sim-world-model' (the shipped simulator model; model_dir: another copy)")
         declare(self, "model_dir", "", "Emu3.5 model directory (config.json, safetensors, emu3.tiktoken)", read_only=True)
         declare(self, "vq_dir", "", "Emu3.5-VisionTokenizer directory (config.yaml, model.ckpt)", read_only=True)
         declare(self, "dida_dir", "", "Directory of DiDA-adapted weights (with dida_config.json); used when decoder=dida", read_only=True)
@@ -232,6 +233,8 @@ class GuidanceNode(LifecycleNode):
         if backend.startswith("scripted"):
             task_dir = param(self, "task_dir") or str(config_dir() / "tasks")
             return {"task_dir": Path(task_dir)}
+        if backend in ("sim-world-model", "world-model"):  # the shipped simulator model (model_dir: another copy)
+            return {"model_root": param(self, "model_dir") or None}
         generation = {"max_new_tokens": param(self, "max_new_tokens")} if param(self, "max_new_tokens") > 0 else {}
         if param(self, "seed") >= 0:
             generation["seed"] = param(self, "seed")

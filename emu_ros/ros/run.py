@@ -4,10 +4,12 @@ For machines without a full ROS install (the PyPI wheels have no `launch`) and f
 the same parameter files as the launch files and configures + activates the guidance node itself:
 
     emu-ros run --profile aloha --backend emu35 --model-dir /data/Emu3.5 --vq-dir /data/Emu3.5-VisionTokenizer
-    emu-ros run --profile sim_aloha --sim-task transfer_cube --sim-fault missed_grasp
+    emu-ros run --profile sim_aloha --sim-task transfer_cube --sim-fault missed_grasp   # the shipped world model plans
+    emu-ros run --profile sim_aloha --backend scripted                                  # the labelled reference
 
 With a simulated profile (adapter kind `sim`) it also builds the MuJoCo ALOHA in-process: the arms
-behind the bridge's adapter, the cameras published on the real topics, `/joint_states` for rviz.
+behind the bridge's adapter, the cameras published on the real topics, `/joint_states` for rviz, and
+`/sim_aloha/reset` (std_srvs/srv/Trigger: a fresh scene on the next seed, refused while a task runs).
 Then send a goal: `ros2 action send_goal /emu_bridge/execute_task emu_ros/action/ExecuteTask
 "{instruction: 'transfer the cube', max_replans: -1}" --feedback` (or use emu_ros.client.EmuClient).
 """
@@ -30,7 +32,9 @@ from emu_ros.ros.node_utils import spin_nodes
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emu-ros run", description=__doc__.split("\n")[0])
     p.add_argument("--profile", default="aloha", help="robot profile name (config/robots) or YAML path")
-    p.add_argument("--backend", default=None, help="scripted | emu35 (default: from the params file, else scripted)")
+    p.add_argument("--backend", default=None, help="scripted | emu35 | sim-world-model | auto (default: simulated "
+                   "profiles auto = the shipped simulator world model for the tasks it was trained on, else the "
+                   "labelled scripted reference; other profiles: from the params file, else scripted)")
     p.add_argument("--model-dir", default=None, help="Emu3.5 model directory")
     p.add_argument("--vq-dir", default=None, help="Emu3.5-VisionTokenizer directory")
     p.add_argument("--dida-dir", default=None, help="DiDA-adapted weights directory")
@@ -65,6 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from emu_ros.core.profile import load_profile
 
     profile = load_profile(args.profile)
+    if profile.adapter == "sim" and args.backend in (None, "auto"):
+        from emu_ros.guidance.backends.sim_world_model import resolve_planner
+
+        planner, why = resolve_planner("auto", args.sim_task)
+        args.backend = "sim-world-model" if planner == "world-model" else "scripted"
+        if why:
+            logging.getLogger("emu_ros.run").warning(why)
     extra_nodes, bridge_kw, guidance_params, session = [], {}, overrides(args), None
     if profile.adapter == "sim":
         from emu_ros.ros.sim_nodes import SimCameraPublisher, SimSession
@@ -73,7 +84,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bridge_kw = dict(adapter=session.world.adapter, perception=session.world.perception,
                          skill_executor=session.executor)
         guidance_params.append(Parameter("task_dir", value=str(session.task_dir)))
-        extra_nodes.append(SimCameraPublisher(session.world))
     guidance = GuidanceNode(parameter_overrides=guidance_params)
     guidance.get_logger().info(dds)
     try:
@@ -84,6 +94,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             n.destroy_node()
         rclpy.try_shutdown()
         return 1
+    if session is not None:
+        def reset() -> tuple:
+            if bridge.runner is not None:
+                return False, "a task is running: cancel it first (the scene is not reset under a moving arm)"
+            return session.next_episode()
+
+        extra_nodes.append(SimCameraPublisher(session.world, reset=reset))
 
     def bring_up() -> None:
         if guidance.trigger_configure().name != "SUCCESS" or guidance.trigger_activate().name != "SUCCESS":

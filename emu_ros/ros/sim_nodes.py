@@ -3,13 +3,17 @@
 `SimCameraPublisher` renders only the cameras somebody subscribes to, at `rate_hz`, in its own
 thread (the simulator never blocks the executor) and publishes them on the profile's real topic
 names as rgb8 sensor_msgs/Image, so emu_guidance and emu_bridge cannot tell it from RealSense
-drivers. `/joint_states` carries the measured joints (grippers normalised) for rviz.
+drivers. `/joint_states` carries the measured joints (grippers normalised) for rviz. Given a `reset`
+callable it also offers `~/reset` (std_srvs/srv/Trigger; `/sim_aloha/reset`): a fresh scene on the next
+seed, so a client can start another episode without restarting the process.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from typing import Callable, Optional
 
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -21,7 +25,9 @@ from emu_ros.sim.aloha_env import SimCameraStreamer
 
 
 class SimCameraPublisher(Node):
-    def __init__(self, world, rate_hz: float = 10.0, image_size: tuple = (240, 320), node_name: str = "sim_aloha"):
+    def __init__(self, world, rate_hz: float = 10.0, image_size: tuple = (240, 320), node_name: str = "sim_aloha",
+                 reset: Optional[Callable[[], tuple]] = None):
+        """`reset` () -> (success, message) backs the ~/reset service (none without it)."""
         super().__init__(node_name)
         self.world = world
         self.profile = world.profile
@@ -33,6 +39,20 @@ class SimCameraPublisher(Node):
         self.create_timer(0.1, self._publish_joints)
         self._update_subscriptions()
         self.streamer.start()
+        self._reset = reset
+        if reset is not None:
+            from std_srvs.srv import Trigger
+
+            self.create_service(Trigger, "~/reset", self._on_reset)
+
+    def _on_reset(self, request, response):
+        try:
+            response.success, response.message = self._reset()
+        except Exception as e:  # noqa: BLE001 - a failed reset is an answer, never a dead node
+            self.get_logger().error(f"reset failed: {type(e).__name__}: {e}")
+            response.success, response.message = False, f"reset failed: {type(e).__name__}: {e}"
+        (self.get_logger().info if response.success else self.get_logger().warning)(response.message)
+        return response
 
     def _update_subscriptions(self) -> None:
         """Render only what is watched: cameras without subscribers cost nothing."""
@@ -75,6 +95,10 @@ class SimSession:
     executor: object
     injector: object
     skill_params: dict
+    task: str = ""
+    seed: int = 0
+    fault: str = "none"
+    out_dir: Optional[Path] = None
 
     @classmethod
     def create(cls, task: str, seed: int, out_dir: Path, fault: str = "none", fault_step=None,
@@ -100,7 +124,31 @@ class SimSession:
         injector = FaultInjector(FaultSpec(kind=fault, step=fault_step, seed=seed), world.sim, world.adapter, world.images, calls)
         return cls(world=world, task_dir=Path(plan_file).parent, instruction=tdef.instruction,
                    executor=FaultAwareExecutor(world.executor, injector), injector=injector,
-                   skill_params=tdef.skill_params)
+                   skill_params=tdef.skill_params, task=task, seed=seed, fault=fault,
+                   out_dir=out_dir if step_images else None)
+
+    def next_episode(self) -> tuple:
+        """The scene reset to the next seed, the same fault armed for it (and the labelled reference plan
+        re-rendered for it). Returns (True, what happened)."""
+        from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+        from emu_ros.sim.faults import FaultInjector, FaultSpec
+        from emu_ros.sim.tasks import task_def, write_reference_plan
+
+        seed = self.seed + 1
+        if self.out_dir is not None:
+            write_reference_plan(self.task, seed, self.out_dir / "reference_plan" / self.task)
+        world = self.world
+        with world.sim.lock:
+            self.injector.close()
+            world.reset(seed)
+            steps = ScriptedWorldModel(task_files=sorted(self.task_dir.glob("*.yaml"))).find(
+                task_def(self.task).instruction).steps
+            calls = [world.mapper.map(s.text).call for s in steps]
+            self.injector = FaultInjector(FaultSpec(kind=self.fault, seed=seed), world.sim, world.adapter,
+                                          world.images, calls)
+            self.executor.injector = self.injector
+        self.seed = seed
+        return True, f"{self.task} scene reset to seed {seed} (fault {self.fault})"
 
     def close(self) -> None:
         self.injector.close()

@@ -1,10 +1,12 @@
 """`emu-ros eval`: headless seeded episodes on the simulated ALOHA, with and without re-planning.
 
     emu-ros eval --task transfer_cube --episodes 50 --fault missed_grasp [--no-replan | --compare]
-                 [--perception oracle|camera|both] [--seed 0] [--fault-step N|random] [--json FILE]
+                 [--planner world-model|scripted] [--instruction "hand the cube over"]
+                 [--perception oracle|camera|both] [--seed 1000] [--fault-step N|random] [--json FILE]
     emu-ros eval --task clear_table --fault none missed_napkin napkin_slip knocked_cup --compare
 
-Every episode runs the shipped loop (TaskRunner + StepMonitor, see emu_ros.sim.episode). Prints the
+Every episode runs the shipped loop (TaskRunner + StepMonitor, see emu_ros.sim.episode) with the planner
+`--planner` names: the shipped simulator world model (default) or the labelled scripted reference. Prints the
 success rate (simulator state, ground truth) with a 95% Wilson interval, the share of
 episodes whose every step the bridge judged finished, mean re-plans, mean step executions, mean
 wall time per episode and the planner backend; with `--compare` both modes run on the same seeds,
@@ -77,12 +79,16 @@ class ModeSummary:
 
 
 def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, fault_step=None,
-             progress: bool = True, perception: str = "oracle") -> ModeSummary:
-    """Run `episodes` seeded episodes (seeds seed..seed+episodes-1) and summarise them."""
-    from emu_ros.sim.episode import EpisodeConfig, SimWorld, run_episode
+             progress: bool = True, perception: str = "oracle", planner: str = "world-model",
+             instruction: str = "", model_root: Optional[str] = None, world_model=None) -> ModeSummary:
+    """Run `episodes` seeded episodes (seeds seed..seed+episodes-1) and summarise them. `world_model`: a loaded
+    planner to reuse across rows (else the one `planner` names is loaded here)."""
+    from emu_ros.sim.episode import EpisodeConfig, SimWorld, make_planner, run_episode
     from emu_ros.sim.perception import PerceptionAudit, error_table
 
     world = SimWorld(task, perception=perception)
+    if planner == "world-model" and world_model is None:
+        world_model = make_planner(EpisodeConfig(task=task, planner=planner, model_root=model_root))
     results = []
     seeds = list(range(seed, seed + episodes))
     it = seeds
@@ -95,8 +101,9 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
         except ImportError:  # progress is optional
             pass
     for s in it:
-        cfg = EpisodeConfig(task=task, seed=s, fault=FaultSpec(fault, step=fault_step, seed=s), replan=replan)
-        results.append(run_episode(cfg, world))
+        cfg = EpisodeConfig(task=task, seed=s, fault=FaultSpec(fault, step=fault_step, seed=s), replan=replan,
+                            planner=planner, model_root=model_root, instruction=instruction)
+        results.append(run_episode(cfg, world, planner=world_model))
     n = len(results)
     k = sum(r.success for r in results)
     stopped: dict = {}
@@ -125,11 +132,11 @@ def evaluate(task: str, episodes: int, fault: str, replan: bool, seed: int = 0, 
 def format_table(rows: Sequence[ModeSummary]) -> str:
     """One row per (fault, perception, mode). `success`: the simulator's verdict; `bridge done`: the bridge
     judged every step finished in the end; `first try`: successful with every step right at its first run."""
-    head = (f"{'fault':<14} {'perception':<24} {'mode':<11} {'success':>9} {'95% CI':>15} {'bridge done':>11} "
+    head = (f"{'planner':<19} {'fault':<14} {'perception':<24} {'mode':<11} {'success':>9} {'95% CI':>15} {'bridge done':>11} "
             f"{'first try':>9} {'replans':>8} {'retries':>8} {'steps':>6} {'s/ep':>6} {'fault fired/detected':>21}  stopped")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.fault:<14} {r.perception:<24} {'replan' if r.replan else 'no-replan':<11} "
+        lines.append(f"{r.backend:<19} {r.fault:<14} {r.perception:<24} {'replan' if r.replan else 'no-replan':<11} "
                      f"{f'{r.successes}/{r.episodes}':>9} {f'[{r.ci95[0]:.1%}, {r.ci95[1]:.1%}]':>15} "
                      f"{r.all_steps_finished / max(r.episodes, 1):>11.0%} {r.all_steps_first_try / max(r.episodes, 1):>9.0%} "
                      f"{r.mean_replans:>8.2f} {r.mean_retries:>8.2f} "
@@ -174,7 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perception", default="oracle", choices=["oracle", "camera", "both"],
                    help="object poses from the labelled ground-truth oracle, from camera perception on rendered "
                         "RGB-D frames, or both on the same seeds (default: oracle)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (episodes use seed..seed+N-1)")
+    p.add_argument("--planner", default=["auto"], nargs="+", choices=["auto", "world-model", "scripted"],
+                   help="world-model: the shipped simulator world model (models/sim-aloha) plans text + step images "
+                        "from the camera view; scripted: the labelled scripted reference; several: rows of one table "
+                        "on the same seeds (default auto: the world model for the tasks it was trained on)")
+    p.add_argument("--instruction", default="", help="the instruction given to the planner, in any phrasing "
+                   "(default: the task's own; the scripted reference only knows its task names and aliases)")
+    p.add_argument("--model-root", default=None, help="another trained copy of the simulator world model "
+                   "(a folder with Emu3.5/, Emu3.5-VisionTokenizer/, backend.yaml)")
+    p.add_argument("--seed", type=int, default=1000, help="first seed (episodes use seed..seed+N-1; the shipped "
+                   "world model was trained on seeds 0..63)")
     p.add_argument("--json", metavar="FILE", help="write the summary (one object, or a list with --compare)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="log every step failure (the runner warns per step)")
@@ -200,21 +216,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     modes = [True, False] if args.compare else [not args.no_replan]
     kinds = ["oracle", "camera"] if args.perception == "both" else [args.perception]
+    from emu_ros.guidance.backends.sim_world_model import resolve_planner
+
+    planners = []
+    for name in args.planner:
+        name, why = resolve_planner(name, args.task, args.model_root)
+        if why:
+            print(f"planner: {why}")
+        planners.append(name)
+    args.planner = list(dict.fromkeys(planners))
     try:
+        from emu_ros.sim.episode import EpisodeConfig, make_planner
+
+        model = make_planner(EpisodeConfig(task=args.task, planner="world-model", model_root=args.model_root)) \
+            if "world-model" in args.planner else None
         rows = [evaluate(args.task, args.episodes, f, m, args.seed, step, progress=not args.quiet,
-                         perception=k) for f in args.fault for k in kinds for m in modes]
-    except ValueError as e:  # e.g. a fault no step of this task is eligible for
+                         perception=k, planner=pl, instruction=args.instruction,
+                         model_root=args.model_root, world_model=model if pl == "world-model" else None)
+                for f in args.fault for k in kinds for m in modes for pl in args.planner]
+    except (ValueError, FileNotFoundError) as e:  # a fault no step is eligible for; the model missing
         print(f"emu-ros eval: {e}", file=sys.stderr)
         return 2
     r0 = rows[0]
     print(f"task {r0.task} | {r0.episodes} episodes per row (seeds {r0.seeds[0]}..{r0.seeds[-1]}) | "
-          f"planner backend: {r0.backend} | loop: bridge TaskRunner + StepMonitor | "
+          f"planner: {' / '.join(sorted({r.backend for r in rows}))} | loop: bridge TaskRunner + StepMonitor | "
           "object poses: " + " / ".join(
               f"{k} ({'sim-ground-truth-oracle: ground truth' if k == 'oracle' else 'camera perception, RGB-D'})"
               for k in kinds) + f" | success = {SUCCESS_RULE.get(r0.task, 'simulator reward 4')} (scoring only)")
+    print(f"instruction: {args.instruction or 'the task name'!r}")
     print(format_table(rows))
-    print("world model: no trained world model for the simulator is shipped yet, so no world-model row "
-          "(the scripted reference above is labelled as such)")
     if any(r.position_error for r in rows):
         print("\ncamera perception, position error against the simulator's truth (every camera estimate a skill used;"
               "\nan object in a gripper is tracked by the arm's kinematics from its grasp, not measured here):")

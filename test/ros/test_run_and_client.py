@@ -1,4 +1,5 @@
-"""`emu-ros run --profile sim_aloha` (both nodes + simulated ALOHA in one process) driven by EmuClient.
+"""`emu-ros run --profile sim_aloha --backend scripted` (both nodes + simulated ALOHA in one process) driven by
+EmuClient; the world model's run is test_sim_world_model_client.py.
 
 Server and client each run in their own process (as on a robot), so nothing left over from other
 tests in the pytest process can interfere.
@@ -48,7 +49,7 @@ def test_emu_ros_run_serves_execute_task_to_the_client(tmp_path):
     # blocks the server mid-write (it then answers nothing).
     log = (tmp_path / "server.log").open("w+")
     server = subprocess.Popen([sys.executable, "-m", "emu_ros.cli", "run", "--profile", "sim_aloha",
-                               "--sim-fault", "missed_grasp", "--sim-out", str(tmp_path / "sim")],
+                               "--backend", "scripted", "--sim-fault", "missed_grasp", "--sim-out", str(tmp_path / "sim")],
                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         client = subprocess.run([sys.executable, "-c", CLIENT], cwd=REPO, env=env, capture_output=True, text=True,

@@ -102,9 +102,12 @@ class Emu35WorldModel:
                  steps_hint: Optional[int] = None, generation: Optional[dict] = None,
                  image_area: Optional[int] = None, image_decoder: Any = None, runtime: Any = None,
                  join_timeout_s: float = 10.0, dida_dir: Optional[str] = None, dida_passes: Optional[int] = None,
-                 step_image_area: Optional[int] = STEP_IMAGE_AREA, quantize: Optional[str] = None):
+                 step_image_area: Optional[int] = STEP_IMAGE_AREA, quantize: Optional[str] = None,
+                 view_grid: Optional[Sequence[int]] = None):
         """`device` may name several GPUs ("cuda:0,cuda:1": layers split across them); `quantize` None,
-        "int8" or "nf4" loads the decoder layers weight-only quantized (34B on a 48 / 32 GB card)."""
+        "int8" or "nf4" loads the decoder layers weight-only quantized (34B on a 48 / 32 GB card).
+        `view_grid` (rows, cols): the token grid every camera view must resize to (a small model trained on
+        one camera shape); a view of another shape is refused with a message instead of planned blind."""
         mode = mode.lower()
         if mode not in ("auto", "ar", "dida"):
             raise ValueError(f"Emu3.5 mode (decoder) must be 'auto', 'ar' or 'dida', got {mode!r}")
@@ -129,6 +132,7 @@ class Emu35WorldModel:
         self.join_timeout_s = float(join_timeout_s)
         #: Pixel area of predicted step images (None = the official behaviour: the last view's grid).
         self.step_image_area = int(step_image_area) if step_image_area else None
+        self.view_grid = tuple(int(v) for v in view_grid) if view_grid else None
         generation = dict(generation or {})
         #: max_new_tokens given explicitly is used as is; otherwise derived per request.
         self.fixed_budget = generation.get("max_new_tokens")
@@ -201,13 +205,26 @@ class Emu35WorldModel:
         obs = request.observation
         if obs is None:
             return []
-        names = [c for c in (self.cameras or tuple(obs.frames)) if c in obs.frames]
-        return [obs.frames[c].image for c in names[: self.max_input_images]]
+        names = [c for c in (self.cameras or tuple(obs.frames)) if c in obs.frames][: self.max_input_images]
+        images = [obs.frames[c].image for c in names]
+        for name, image in zip(names, images):
+            shape = getattr(image, "shape", ())
+            if len(shape) != 3 or shape[2] != 3:
+                raise PlanningError(f"{self.name}: camera {name} gave a view of shape {list(shape)}, not H x W x 3 RGB")
+            if self.view_grid is not None:
+                grid = token_grid(shape[0], shape[1], self.image_area or 518400)
+                if tuple(grid) != self.view_grid:
+                    raise PlanningError(
+                        f"{self.name}: camera {name} gave a {shape[0]}x{shape[1]} view, which resizes to a "
+                        f"{grid[0]}x{grid[1]} token grid; this model was trained on {self.view_grid[0]}x"
+                        f"{self.view_grid[1]} (view_grid in its backend.yaml): give it that camera's aspect "
+                        f"({self.view_grid[1]}:{self.view_grid[0]}) or retrain it on yours")
+        return images
 
     def plan(self, request: PlanRequest, cancel: Optional[CancelToken] = None) -> Iterator[Any]:
         """Yield text chunks and step images as generated, then an OutputEnd with the stop reason."""
         question = build_question(request, self.steps_hint)
-        images = self._images(request)
+        images = self._images(request)   # raises PlanningError on a view this model cannot take
         items: "queue.Queue" = queue.Queue()
         stop = threading.Event()
 
