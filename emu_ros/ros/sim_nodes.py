@@ -48,10 +48,19 @@ class SimCameraPublisher(Node):
     def _on_reset(self, request, response):
         try:
             response.success, response.message = self._reset()
+            if response.success:  # answer once the cameras show the new scene: a plan asked right after the
+                # reset must not be made from a frame of the old one
+                target = self.streamer.frames + 2 * len(self.streamer.subscribed)
+                end = time.monotonic() + 3.0
+                while self.streamer.frames < target and time.monotonic() < end:
+                    time.sleep(0.02)
         except Exception as e:  # noqa: BLE001 - a failed reset is an answer, never a dead node
             self.get_logger().error(f"reset failed: {type(e).__name__}: {e}")
             response.success, response.message = False, f"reset failed: {type(e).__name__}: {e}"
-        (self.get_logger().info if response.success else self.get_logger().warning)(response.message)
+        if response.success:  # (rclpy: one call site, one severity)
+            self.get_logger().info(response.message)
+        else:
+            self.get_logger().warning(response.message)
         return response
 
     def _update_subscriptions(self) -> None:

@@ -29,17 +29,17 @@ def _demo(tmp_path, *args: str) -> tuple:
     return summary, events, out
 
 
-def _recovered_once(summary: dict, events: list, out: Path, step_prefix: str) -> None:
+def _recovered_once(summary: dict, events: list, out: Path, step_prefix: str, planner: str = "SCRIPTED REFERENCE",
+                    source: str = "scripted-reference") -> None:
     assert summary["path"] == "ros", "the demo must go through the ROS nodes when rclpy is available"
     assert summary["sim_success"] and summary["outcome"] == "succeeded"  # the simulator's own verdict
     assert summary["fault_fired"] and summary["replans"] == 1
-    assert "SCRIPTED REFERENCE" in summary["backend"]
+    assert planner in summary["backend"]
     unfinished = [e for e in events if e["event"] == "step_unfinished"]
     assert len(unfinished) == 1 and unfinished[0]["outcome"]["code"] == "gripper_empty"  # judged from the gripper
     assert unfinished[0]["step_text"].startswith(step_prefix), unfinished[0]["step_text"]
     assert sum(e["event"] == "replanning" for e in events) == 1
-    assert all(s["source"] == "scripted-reference" for e in events if e["event"] == "plan_ready"
-               for s in e["plan"]["steps"])
+    assert all(s["source"] == source for e in events if e["event"] == "plan_ready" for s in e["plan"]["steps"])
     assert (out / "storyboard.html").stat().st_size > 1000 and (out / "storyboard.png").stat().st_size > 10000
     html = (out / "storyboard.html").read_text()
     assert "RE-PLAN" in html and "unfinished" in html
@@ -48,7 +48,16 @@ def _recovered_once(summary: dict, events: list, out: Path, step_prefix: str) ->
 
 
 def test_demo_recovers_a_missed_grasp_through_the_ros_nodes(tmp_path):
+    """`make demo`: the shipped world model plans (DiDA step images from the camera view) and re-plans."""
     summary, events, out = _demo(tmp_path, "--seed", "1")
+    _recovered_once(summary, events, out, "Grasp the red cube", planner="world model", source="emu35-dida")
+    plans = [e["plan"] for e in events if e["event"] == "plan_ready"]
+    # the re-plan starts again at the missed grasp, from the view after it (not from the first step)
+    assert plans[1]["steps"][0]["text"].startswith("Grasp the red cube") and len(plans[1]["steps"]) == 5
+
+
+def test_demo_with_the_scripted_reference(tmp_path):
+    summary, events, out = _demo(tmp_path, "--seed", "1", "--planner", "scripted")
     _recovered_once(summary, events, out, "Grasp the red cube")
 
 
