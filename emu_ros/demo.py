@@ -4,11 +4,14 @@
     emu-ros demo --fault none --seed 3 --out /tmp/demo
     emu-ros demo --no-ros                         # the same loop without rclpy (core TaskRunner)
     emu-ros demo --task clear_table --fault missed_napkin   # 12 steps, napkin pinch missed and repaired
+    emu-ros demo --planner scripted                         # the labelled scripted reference plans instead
 
 The pipeline is the real one: simulated cameras → emu_guidance (lifecycle node, GeneratePlan) →
 emu_bridge (ExecuteTask, TaskRunner, skills, StepMonitor) → simulated arms, in one process. The
-planner is the labelled SCRIPTED REFERENCE planner (step images rendered from a fault-free
-reference run of the same seed) unless --model-dir points at Emu3.5 weights. Writes to --out:
+planner is the shipped simulator world model (models/sim-aloha: steps and predicted step images from
+the current camera view, DiDA) for the tasks it was trained on, else (or with --planner scripted) the
+labelled SCRIPTED REFERENCE planner (step images rendered from a fault-free reference run of the same
+seed); --model-dir points at Emu3.5 weights instead. Writes to --out:
 events.jsonl + images (task log), storyboard.html/.png, top_camera.mp4 (or .gif), summary.json.
 Ctrl-C at any point cancels the task and still writes everything that happened so far.
 """
