@@ -129,6 +129,12 @@ class RunnerConfig:
     #: Requests for the remaining steps when a plan was cut by the world model's budget (not re-plans:
     #: nothing failed). Past this the task aborts; a cut plan is never reported as done.
     max_continuations: int = 8
+    #: When every step of a plan finished, ask the world model once more from the current view whether anything
+    #: is left (a world model that plans a finished scene as zero steps; a plan that missed a step is then
+    #: continued instead of reported done). At most max_confirmations such checks per task; off for planners
+    #: that cannot judge a scene (the scripted reference).
+    confirm_done: bool = False
+    max_confirmations: int = 2
     #: Attempts to get a plan each time one is needed (a camera may be briefly unavailable).
     planning_attempts: int = 2
     planning_retry_delay_s: float = 0.5
@@ -151,7 +157,7 @@ class RunnerConfig:
     max_stepwise_steps: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_retries", "max_replans", "max_continuations", "max_stepwise_steps"):
+        for name in ("max_retries", "max_replans", "max_continuations", "max_stepwise_steps", "max_confirmations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RunnerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.guidance_mode not in GUIDANCE_MODES:
@@ -275,6 +281,10 @@ class TaskRunner:
                 step = run.source.step(i, run.token)
                 if step is None:
                     plan = run.source.plan()
+                    if plan.complete and cfg.confirm_done and plan.steps:
+                        self._ask_if_done(run)
+                        i = 0
+                        continue
                     if plan.complete:
                         break
                     if cfg.guidance_mode == "stepwise":  # the step is done; the world model goes on from here
@@ -296,6 +306,7 @@ class TaskRunner:
                                                    continuation=True)
                     i = 0
                     continue
+                run.confirming = False
                 outcome = self._attempt(run, run.source.count(), step)
                 run.idle_since = time.monotonic()
                 if outcome.status is OutcomeStatus.FINISHED:
@@ -315,6 +326,12 @@ class TaskRunner:
                 i = 0
             if run.steps_done == 0:  # a complete plan of no steps (only a first plan may be one)
                 message = "no step to do: the world model planned none from the current view (it sees the task done)"
+                self._emit(run, EventType.DONE, message=message)
+                return self._finish(run, "succeeded", message)
+            if run.confirmations:
+                message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans
+                                                                    else "") \
+                    + "; the world model plans nothing more from the current view"
                 self._emit(run, EventType.DONE, message=message)
                 return self._finish(run, "succeeded", message)
             message = f"all {run.steps_done} steps finished" + (f" after {run.replans} re-plan(s)" if run.replans else "") \
@@ -460,6 +477,19 @@ class TaskRunner:
             plan = self._request_plan(run, why, continuation=False)
         return plan
 
+    def _ask_if_done(self, run: "_Run") -> None:
+        """Every step of the plan finished: a new plan from the current view says whether the task is (confirm_done)."""
+        if run.confirmations >= self.config.max_confirmations:
+            raise _Abort(f"every step finished, yet the world model still plans steps from the current view after "
+                         f"{run.confirmations} check(s) (max_confirmations={self.config.max_confirmations}); "
+                         f"{run.steps_done} step(s) done, the task is not reported done")
+        run.confirmations += 1
+        run.confirming = True
+        self._emit(run, EventType.CONTINUING, message=f"every step of the plan finished: asking the world model "
+                   f"whether anything is left in the current view (check {run.confirmations}/"
+                   f"{self.config.max_confirmations})")
+        run.source = self._plan_source(run, reason="")
+
     def _replans_spent(self, run: "_Run") -> str:
         """Why no re-plan is left ("" while one is)."""
         cfg = self.config
@@ -532,7 +562,7 @@ class TaskRunner:
                                          cancel=cancel, **kw)
                 if not isinstance(plan, Plan):
                     raise PlanningError(f"planner returned {type(plan).__name__}, not a Plan")
-                if not plan.steps and not (plan.complete and revision == 0):
+                if not plan.steps and not (plan.complete and (revision == 0 or run.confirming)):
                     # After a failed step, "nothing left to do" contradicts the step check: ask again.
                     raise PlanningError("planner returned an empty plan" + (" after a failed step" if revision else ""))
                 run.plans.append(plan)
@@ -660,6 +690,8 @@ class _Run:
     steps_done: int = 0
     replans: int = 0
     continuations: int = 0
+    confirmations: int = 0  # confirm_done checks asked
+    confirming: bool = False  # the plan being asked for is such a check (zero steps = done)
     stepwise_requests: int = 0
     retries: int = 0
     reviewer: Optional[PlanReviewer] = None

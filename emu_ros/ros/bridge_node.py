@@ -77,6 +77,9 @@ class BridgeNode(Node):
         declare(self, "approval_timeout_s", 300.0, "With ExecuteTask.require_approval: how long a plan waits on "
                 "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
                 float_range=(1.0, 86400.0))
+        declare(self, "confirm_done", False, "After the last step, ask the world model once more from the current "
+                "view whether anything is left, and do it before reporting the task done (for world models that "
+                "plan a finished scene as zero steps, like the shipped simulator model; not the scripted reference)")
         RunnerConfig(guidance_mode=param(self, "guidance_mode"))  # a bad mode stops the node at start, not a goal
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()
@@ -133,7 +136,7 @@ class BridgeNode(Node):
 
     def make_runner(self, max_replans: int) -> TaskRunner:
         cfg = RunnerConfig(max_replans=max_replans, max_retries=param(self, "max_retries"),
-                           guidance_mode=param(self, "guidance_mode"))
+                           guidance_mode=param(self, "guidance_mode"), confirm_done=param(self, "confirm_done"))
         return TaskRunner(self.planner, self.mapper, self.executor_, self.adapter, self.monitor, image_source=self.hub,
                           config=cfg, log_root=Path(param(self, "log_dir")).expanduser())
 

@@ -222,7 +222,8 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: O
                         StepMonitor(world.profile), image_source=world.images,
                         config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
                                             planning_attempts=3, planning_retry_delay_s=0.5,
-                                            log_images=log_dir is not None, guidance_mode=cfg.guidance_mode),
+                                            log_images=log_dir is not None, guidance_mode=cfg.guidance_mode,
+                                            confirm_done=cfg.planner == "world-model"),
                         log_root=log_dir)
     for fn in listeners:
         runner.add_listener(fn)

@@ -226,6 +226,24 @@ def test_an_empty_replan_after_a_failed_step_is_not_success(profile, tmp_path):
     assert res.status == "aborted" and "empty plan after a failed step" in res.message
 
 
+def test_confirm_done_asks_the_view_after_the_last_step_and_continues_a_plan_that_missed_one(profile, tmp_path):
+    """With confirm_done, a finished plan is followed by one more request from the current view: zero steps =
+    done; steps = they are executed first (a plan that left a step out is not reported done)."""
+    from emu_ros.guidance.parser import OutputEnd
+
+    rig = Rig(profile, tmp_path, script=[SEVEN_STEPS[:5], SEVEN_STEPS[5:], [OutputEnd("eos")]], confirm_done=True)
+    res = rig.run()
+    assert res.status == "succeeded" and len(res.outcomes) == len(SEVEN_STEPS)
+    assert "plans nothing more from the current view" in res.message and len(rig.wm.requests) == 3
+    assert rig.rec.types().count(EventType.CONTINUING.value) == 2
+    assert_log_matches_events(rig)
+    # a world model that always sees more to do: the task is not reported done
+    rig = Rig(profile, tmp_path, script=[SEVEN_STEPS[:2], SEVEN_STEPS[2:3], SEVEN_STEPS[3:4]], confirm_done=True,
+              max_confirmations=2)
+    res = rig.run()
+    assert res.status == "aborted" and "still plans steps" in res.message and len(res.outcomes) == 4
+
+
 def test_replan_failure_is_aborted(profile, tmp_path):
     rig = Rig(profile, tmp_path, script=[SEVEN_STEPS, ValueError("bad weights")], planning_attempts=1)
     rig.adapter.grasp_misses = 1

@@ -59,10 +59,14 @@ def sim_world_model_settings(model_root: Optional[str] = None, **overrides: Any)
     settings = yaml.safe_load((root / SETTINGS_FILE).read_text(encoding="utf-8")) or {}
     settings.pop("tasks", None)
     generation = dict(settings.pop("generation", {}) or {})
+    try:
+        from emu_ros.model.generation import SamplingParams
+    except ImportError as e:
+        raise ShippedModelMissing(f"the simulator world model needs the model runtime, which cannot be imported "
+                                  f"here ({e}): install torch (scripts/setup_env.sh does) or plan with "
+                                  "`--planner scripted` (the labelled reference)") from e
     for mode in ("text", "image"):
         if mode in generation:
-            from emu_ros.model.generation import SamplingParams
-
             generation[mode] = SamplingParams(**generation[mode])
     out = {"model_dir": str(lm), "vq_dir": str(vq), "generation": generation, **settings}
     out.update({k: v for k, v in overrides.items() if v is not None})
