@@ -129,9 +129,9 @@ class RunnerConfig:
     #: Requests for the remaining steps when a plan was cut by the world model's budget (not re-plans:
     #: nothing failed). Past this the task aborts; a cut plan is never reported as done.
     max_continuations: int = 8
-    #: When every step of a plan finished, ask the world model once more from the current view whether anything
-    #: is left (a world model that plans a finished scene as zero steps; a plan that missed a step is then
-    #: continued instead of reported done). At most max_confirmations such checks per task; off for planners
+    #: When every step of a plan finished, ask the world model once more from the current view, as a fresh task,
+    #: whether anything is left (a world model that plans a finished scene as zero steps; a plan that missed a
+    #: step is then continued instead of reported done). At most max_confirmations such checks per task; off for planners
     #: that cannot judge a scene (the scripted reference).
     confirm_done: bool = False
     max_confirmations: int = 2
@@ -558,7 +558,10 @@ class TaskRunner:
 
             try:
                 kw = {"max_steps": 1} if stepwise else {}
-                plan = self.planner.plan(run.task, history=list(run.history), revision=revision, on_step=planned,
+                # a done-check asks as a fresh task: the view alone says what is left (a history that began
+                # mid-task, after a cancel, is one the world model never saw in training)
+                history = [] if run.confirming else list(run.history)
+                plan = self.planner.plan(run.task, history=history, revision=revision, on_step=planned,
                                          cancel=cancel, **kw)
                 if not isinstance(plan, Plan):
                     raise PlanningError(f"planner returned {type(plan).__name__}, not a Plan")

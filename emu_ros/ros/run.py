@@ -84,6 +84,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bridge_kw = dict(adapter=session.world.adapter, perception=session.world.perception,
                          skill_executor=session.executor)
         guidance_params.append(Parameter("task_dir", value=str(session.task_dir)))
+        nodes: dict = {}
+
+        def reset() -> tuple:
+            bridge_node = nodes.get("bridge")
+            if bridge_node is None:
+                return False, "emu_bridge is not up yet"
+            if bridge_node.runner is not None:
+                return False, "a task is running: cancel it first (the scene is not reset under a moving arm)"
+            return session.next_episode()
+
+        extra_nodes.append(SimCameraPublisher(session.world, reset=reset))
     guidance = GuidanceNode(parameter_overrides=guidance_params)
     guidance.get_logger().info(dds)
     try:
@@ -98,12 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rclpy.try_shutdown()
         return 1
     if session is not None:
-        def reset() -> tuple:
-            if bridge.runner is not None:
-                return False, "a task is running: cancel it first (the scene is not reset under a moving arm)"
-            return session.next_episode()
-
-        extra_nodes.append(SimCameraPublisher(session.world, reset=reset))
+        nodes["bridge"] = bridge
 
     def bring_up() -> None:
         if guidance.trigger_configure().name != "SUCCESS" or guidance.trigger_activate().name != "SUCCESS":

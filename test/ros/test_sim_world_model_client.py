@@ -6,18 +6,11 @@ on the next seed, where the task succeeds again. Server and client are separate 
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from sim_server import run_server_and_client
 
 pytest.importorskip("gym_aloha")
 pytest.importorskip("torch")
-REPO = Path(__file__).resolve().parents[2]
 
 CLIENT = r'''
 import json, threading, time
@@ -71,28 +64,8 @@ print("RESULT " + json.dumps(out))
 
 
 def test_cancel_then_the_same_task_again_from_the_scene_then_reset(tmp_path):
-    domain = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 57) % 102
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), ROS_DOMAIN_ID=str(domain))
-    log = (tmp_path / "server.log").open("w+")
-    server = subprocess.Popen([sys.executable, "-m", "emu_ros.cli", "run", "--profile", "sim_aloha",
-                               "--sim-seed", "1500", "--sim-out", str(tmp_path / "sim")],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        client = subprocess.run([sys.executable, "-c", CLIENT], cwd=REPO, env=env, capture_output=True, text=True,
-                                timeout=600)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.seek(0)
-        server_out = log.read()
-        log.close()
-    lines = [ln for ln in client.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, client.stdout[-2000:] + client.stderr[-3000:] + server_out[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out, server_out, returncode = run_server_and_client(tmp_path, ["--sim-seed", "1500"], CLIENT, domain_offset=57,
+                                                        timeout=600)
     detail = (out, server_out[-3000:])
     assert out["active"] and out["accepted"], detail
     assert out["reset_while_running"][0] is False and "task is running" in out["reset_while_running"][1], detail
@@ -103,4 +76,4 @@ def test_cancel_then_the_same_task_again_from_the_scene_then_reset(tmp_path):
     assert out["again_steps"] < 6, detail
     assert out["reset"] is not None and out["reset"][0] is True and "seed 1501" in out["reset"][1], detail
     assert out["fresh_result"] == "SUCCEEDED" and out["fresh_success"], detail
-    assert server.returncode == 0, server_out[-3000:]
+    assert returncode == 0, server_out[-3000:]
