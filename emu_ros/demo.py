@@ -176,8 +176,7 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
     bridge = BridgeNode(adapter=session.world.adapter, perception=session.world.perception,
                         skill_executor=session.executor, parameter_overrides=[
                             Parameter("profile", value="sim_aloha"), Parameter("max_replans", value=args.max_replans),
-                            Parameter("log_dir", value=str(log_root)),
-                            Parameter("confirm_done", value=backend == "sim-world-model")])
+                            Parameter("log_dir", value=str(log_root))])
     cameras = SimCameraPublisher(session.world, rate_hz=5.0)
     executor = MultiThreadedExecutor(num_threads=6)
     for n in (guidance, bridge, cameras):
@@ -235,9 +234,7 @@ def run_core(args, session, log_root: Path, progress: Progress) -> str:
     world = session.world
     engine = GuidanceEngine(make_world_model(backend, **settings), world.images, EngineConfig(cameras=("cam_high",)))
     runner = TaskRunner(engine, world.mapper, session.executor, world.adapter, StepMonitor(world.profile),
-                        image_source=world.images, config=RunnerConfig(max_replans=args.max_replans,
-                                                                       confirm_done=backend == "sim-world-model"),
-                        log_root=log_root)
+                        image_source=world.images, config=RunnerConfig(max_replans=args.max_replans), log_root=log_root)
     phases = {EventType.STEP_STARTED: "executing", EventType.REPLANNING: "replanning", EventType.PLANNING: "planning"}
 
     def listen(e):

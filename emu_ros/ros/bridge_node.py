@@ -78,8 +78,8 @@ class BridgeNode(Node):
                 "~/review_plan before the task aborts (the goal's approval_timeout_s overrides)",
                 float_range=(1.0, 86400.0))
         declare(self, "confirm_done", False, "After the last step, ask the world model once more from the current "
-                "view whether anything is left, and do it before reporting the task done (for world models that "
-                "plan a finished scene as zero steps, like the shipped simulator model; not the scripted reference)")
+                "view (as a fresh task) whether anything is left, and do it before reporting the task done (for "
+                "world models that plan a finished scene as zero steps; off by default, see the README)")
         RunnerConfig(guidance_mode=param(self, "guidance_mode"))  # a bad mode stops the node at start, not a goal
         self.profile = load_profile(param(self, "profile"))
         self._group = ReentrantCallbackGroup()

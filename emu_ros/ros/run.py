@@ -98,10 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     guidance = GuidanceNode(parameter_overrides=guidance_params)
     guidance.get_logger().info(dds)
     try:
-        bridge_params = [Parameter("profile", value=args.profile)]
-        if args.backend in ("sim-world-model", "world-model"):  # it plans a finished scene as zero steps
-            bridge_params.append(Parameter("confirm_done", value=True))
-        bridge = BridgeNode(parameter_overrides=bridge_params, **bridge_kw)
+        bridge = BridgeNode(parameter_overrides=[Parameter("profile", value=args.profile)], **bridge_kw)
     except Exception as e:  # noqa: BLE001 - bad profile/adapter: say why, exit cleanly
         guidance.get_logger().fatal(f"emu_bridge cannot start: {e}")
         for n in [guidance, *extra_nodes]:

@@ -55,6 +55,8 @@ class EpisodeConfig:
     model_root: Optional[str] = None
     #: the instruction the planner gets (any phrasing for the world model); "" = the task's own
     instruction: str = ""
+    #: RunnerConfig.confirm_done (off by default: why in the README, "The simulator world model")
+    confirm_done: bool = False
 
 
 PLANNERS = ("world-model", "scripted")
@@ -223,7 +225,7 @@ def run_episode(cfg: EpisodeConfig, world: Optional[SimWorld] = None, log_dir: O
                         config=RunnerConfig(max_replans=cfg.max_replans if cfg.replan else 0, settle_s=0.0,
                                             planning_attempts=3, planning_retry_delay_s=0.5,
                                             log_images=log_dir is not None, guidance_mode=cfg.guidance_mode,
-                                            confirm_done=cfg.planner == "world-model"),
+                                            confirm_done=cfg.confirm_done),
                         log_root=log_dir)
     for fn in listeners:
         runner.add_listener(fn)
