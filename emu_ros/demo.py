@@ -198,7 +198,8 @@ def run_ros(args, session, log_root: Path, progress: Progress) -> str:
             progress.update(fb.phase, fb.step_index, fb.step_text, fb.outcome, fb.replans,
                             len(plan.steps) if plan is not None else None)
 
-        if not client.execute_task(args.instruction or session.instruction, max_replans=args.max_replans, on_feedback=on_feedback):
+        if not client.execute_task(args.instruction or session.instruction, max_replans=args.max_replans,
+                                   on_feedback=on_feedback):
             raise RuntimeError(f"ExecuteTask not accepted: {client.get_task_error()[1]}")
         try:
             result = TaskResult.UNKNOWN
@@ -244,7 +245,8 @@ def run_core(args, session, log_root: Path, progress: Progress) -> str:
 
     runner.add_listener(listen)
     holder = {}
-    t = threading.Thread(target=lambda: holder.update(r=runner.run(args.instruction or session.instruction)), daemon=True)
+    instruction = args.instruction or session.instruction
+    t = threading.Thread(target=lambda: holder.update(r=runner.run(instruction)), daemon=True)
     t.start()
     try:
         t.join(args.timeout)

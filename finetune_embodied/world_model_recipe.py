@@ -247,7 +247,8 @@ def ship(lm_dir: Path, vq_dir: Path, dest: Path, tasks: list, root: Path) -> Pat
     shutil.rmtree(tmp)
     area = int(conf["image_area"])
     rows, cols = json.loads((vq_dir / "metrics.json").read_text(encoding="utf-8"))["held_out"]["token_grid"]
-    (dest / "backend.yaml").write_text(BACKEND_YAML.format(area=area, rows=rows, cols=cols, tasks=", ".join(tasks)), encoding="utf-8")
+    settings = BACKEND_YAML.format(area=area, rows=rows, cols=cols, tasks=", ".join(tasks))
+    (dest / "backend.yaml").write_text(settings, encoding="utf-8")
     return dest
 
 

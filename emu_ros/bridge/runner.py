@@ -131,8 +131,8 @@ class RunnerConfig:
     max_continuations: int = 8
     #: When every step of a plan finished, ask the world model once more from the current view, as a fresh task,
     #: whether anything is left (a world model that plans a finished scene as zero steps; a plan that missed a
-    #: step is then continued instead of reported done). At most max_confirmations such checks per task; off for planners
-    #: that cannot judge a scene (the scripted reference).
+    #: step is then continued instead of reported done). At most max_confirmations such checks per task; off
+    #: by default, and never for planners that cannot judge a scene (the scripted reference).
     confirm_done: bool = False
     max_confirmations: int = 2
     #: Attempts to get a plan each time one is needed (a camera may be briefly unavailable).

@@ -229,6 +229,30 @@ def test_bad_profile_or_backend_fails_configure_cleanly(spin):
     assert go(node2, "configure") == "unconfigured"
 
 
+def test_a_broken_copy_of_the_shipped_world_model_fails_configure_and_the_node_stays_up(spin, tmp_path):
+    """A truncated shard fails configure with the file named in the log; the node stays up and unconfigured, and
+    configures once model_dir points at a good copy (the shipped one)."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from emu_ros.guidance.backends.sim_world_model import shipped_model_dir
+
+    bad = tmp_path / "sim-aloha"
+    shutil.copytree(shipped_model_dir(), bad, ignore=shutil.ignore_patterns("*.md"))
+    shard = bad / "Emu3.5" / "model-00001-of-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    node = GuidanceNode(node_name="emu_guidance_broken_model", parameter_overrides=[
+        Parameter("profile", value="sim_aloha"), Parameter("backend", value="sim-world-model"),
+        Parameter("model_dir", value=str(bad))])
+    spin(node)
+    assert go(node, "configure") == "unconfigured"
+    good = GuidanceNode(node_name="emu_guidance_shipped_model", parameter_overrides=[
+        Parameter("profile", value="sim_aloha"), Parameter("backend", value="sim-world-model")])
+    spin(good)
+    assert go(good, "configure") == "inactive" and good.engine.source == "emu35-dida"
+    assert go(node, "configure") == "unconfigured" and node.context.ok()  # asked again: refused again, alive
+
+
 def test_tiny_random_checkpoint_backend_plans_from_replayed_cameras(spin, tmp_path, wait_for):
     """The real Emu3.5 runtime (random tiny weights, the official layout without dida_config.json) behind
     the node with the decoder left at its default: auto picks AR, a plan on ~/plan sourced emu35-ar,
