@@ -148,17 +148,11 @@ def renew_codebook(model, usage: torch.Tensor, z: torch.Tensor, rng: np.random.G
     return int(len(dead))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def reconstruction_metrics(vq, frames: np.ndarray, batch: int = 32) -> dict:
     """Mean PSNR / SSIM (grey, 7-px windows) of encode -> decode on frames, and the token grid."""
-    from emu_ros.bridge.visual_check import ssim
+    from emu_ros.bridge.visual_check import grey_ssim, psnr
 
     ps, ss = [], []
-    grey = np.array([0.299, 0.587, 0.114])
     grid = None
     for i in range(0, len(frames), batch):
         part = frames[i:i + batch]
@@ -167,7 +161,7 @@ def reconstruction_metrics(vq, frames: np.ndarray, batch: int = 32) -> dict:
         recon = vq.decode(codes)
         for a, b in zip(part, recon):
             ps.append(psnr(a, b))
-            ss.append(ssim(a.astype(np.float64) @ grey, b.astype(np.float64) @ grey))
+            ss.append(grey_ssim(a, b))
     return {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss)), "frames": len(frames),
             "token_grid": list(grid) if grid else None}
 

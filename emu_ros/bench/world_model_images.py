@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -27,21 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emu_ros.bridge.visual_check import grey_ssim, psnr
+
 log = logging.getLogger(__name__)
-GREY = np.array([0.299, 0.587, 0.114])
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
-def ssim_grey(a: np.ndarray, b: np.ndarray) -> float:
-    from emu_ros.bridge.visual_check import ssim
-
-    return float(ssim(a.astype(np.float64) @ GREY, b.astype(np.float64) @ GREY))
-
-
 def fit(image: np.ndarray, shape: tuple) -> np.ndarray:
     """Resize (area) to the camera frame's size when a prediction has another one."""
     if image.shape[:2] == tuple(shape[:2]):
@@ -60,7 +47,6 @@ class StepFrames:
         self.first_plan = None
         self.after: dict[int, np.ndarray] = {}
         self.status: dict[int, str] = {}
-        self.revision = 0
 
     def _view(self) -> np.ndarray:
         return self.world.images.observe([self.camera]).frames[self.camera].image.copy()
@@ -98,8 +84,8 @@ def compare(frames: StepFrames, result) -> list[dict]:
             continue
         truth = frames.after[i]
         pred = fit(step.image, truth.shape)
-        rows.append({"step": i, "ssim": ssim_grey(pred, truth), "psnr": psnr(pred, truth),
-                     "copy_ssim": ssim_grey(frames.before, truth), "copy_psnr": psnr(frames.before, truth)})
+        rows.append({"step": i, "ssim": grey_ssim(pred, truth), "psnr": psnr(pred, truth),
+                     "copy_ssim": grey_ssim(frames.before, truth), "copy_psnr": psnr(frames.before, truth)})
     return rows
 
 

@@ -34,6 +34,7 @@ changed" scores low on the change term; set `w_change=0` where steps often repea
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
@@ -137,6 +138,21 @@ def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
     return float(s.mean())
 
 
+#: ITU-R BT.601 luma weights: RGB -> grey for SSIM.
+GREY = np.array([0.299, 0.587, 0.114])
+
+
+def grey_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two RGB images (same size) on their grey levels."""
+    return ssim(np.asarray(a, dtype=np.float64) @ GREY, np.asarray(b, dtype=np.float64) @ GREY)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8-range images (inf when identical)."""
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
 def change_agreement(predicted: np.ndarray, observed: np.ndarray, before: np.ndarray) -> float:
     """Agreement in [0, 1] between where the scene changed and where the prediction says it changes.
 
@@ -188,9 +204,8 @@ class HistSSIMJudge:
     def score(self, predicted: np.ndarray, observed: np.ndarray, before: Optional[np.ndarray] = None) -> tuple:
         """(score, terms): the weighted similarity in [0, 1] and each term."""
         p, o = self.prepare(predicted), self.prepare(observed)
-        grey = np.array([0.299, 0.587, 0.114])
         terms = {"hist": tiled_histogram_similarity(p, o, self.tiles, self.bins),
-                 "ssim": max(0.0, ssim(p @ grey, o @ grey))}
+                 "ssim": max(0.0, grey_ssim(p, o))}
         weights = {"hist": self.w_hist, "ssim": self.w_ssim}
         if before is not None and self.w_change > 0:
             terms["change"] = change_agreement(p, o, self.prepare(before))
