@@ -107,54 +107,38 @@ class SimSession:
     task: str = ""
     seed: int = 0
     fault: str = "none"
-    out_dir: Optional[Path] = None
+    fault_step: object = None
+    out_dir: Optional[Path] = None  # where the reference plan is rendered (None: the task file, no step images)
 
     @classmethod
     def create(cls, task: str, seed: int, out_dir: Path, fault: str = "none", fault_step=None,
                realtime_factor: float = 1.0, step_images: bool = True, perception: str = "oracle") -> "SimSession":
         """`perception`: "oracle" (labelled ground truth) or "camera" (camera perception on rendered RGB-D)."""
-        from emu_ros.guidance.backends.scripted import ScriptedWorldModel
         from emu_ros.sim.episode import SimWorld
-        from emu_ros.sim.faults import FaultAwareExecutor, FaultInjector, FaultSpec
-        from emu_ros.sim.tasks import task_def, task_file, write_reference_plan
+        from emu_ros.sim.faults import FaultAwareExecutor
+        from emu_ros.sim.tasks import task_def
 
         tdef = task_def(task)
-        out_dir = Path(out_dir)
-        if step_images:  # the labelled scripted reference renders its step images from a fault-free run
-            # a folder per task: the scripted planner loads every task file in the folder, and a shared
-            # --sim-out would otherwise offer the reference plan of another scene left by an earlier run
-            plan_file = write_reference_plan(task, seed, out_dir / "reference_plan" / task)
-        else:
-            plan_file = task_file(task)
+        out_dir = Path(out_dir) if step_images else None
+        plan_file = _reference_plan(task, seed, out_dir)
         world = SimWorld(task, realtime_factor=realtime_factor, perception=perception)
         world.reset(seed)
-        steps = ScriptedWorldModel(task_files=[plan_file]).find(tdef.instruction).steps
-        calls = [world.mapper.map(s.text).call for s in steps]
-        injector = FaultInjector(FaultSpec(kind=fault, step=fault_step, seed=seed), world.sim, world.adapter, world.images, calls)
+        injector = _fault_injector(world, task, plan_file, fault, fault_step, seed)
         return cls(world=world, task_dir=Path(plan_file).parent, instruction=tdef.instruction,
                    executor=FaultAwareExecutor(world.executor, injector), injector=injector,
-                   skill_params=tdef.skill_params, task=task, seed=seed, fault=fault,
-                   out_dir=out_dir if step_images else None)
+                   skill_params=tdef.skill_params, task=task, seed=seed, fault=fault, fault_step=fault_step,
+                   out_dir=out_dir)
 
     def next_episode(self) -> tuple:
         """The scene reset to the next seed, the same fault armed for it (and the labelled reference plan
         re-rendered for it). Returns (True, what happened)."""
-        from emu_ros.guidance.backends.scripted import ScriptedWorldModel
-        from emu_ros.sim.faults import FaultInjector, FaultSpec
-        from emu_ros.sim.tasks import task_def, write_reference_plan
-
         seed = self.seed + 1
-        if self.out_dir is not None:
-            write_reference_plan(self.task, seed, self.out_dir / "reference_plan" / self.task)
+        plan_file = _reference_plan(self.task, seed, self.out_dir)
         world = self.world
         with world.sim.lock:
             self.injector.close()
             world.reset(seed)
-            steps = ScriptedWorldModel(task_files=sorted(self.task_dir.glob("*.yaml"))).find(
-                task_def(self.task).instruction).steps
-            calls = [world.mapper.map(s.text).call for s in steps]
-            self.injector = FaultInjector(FaultSpec(kind=self.fault, seed=seed), world.sim, world.adapter,
-                                          world.images, calls)
+            self.injector = _fault_injector(world, self.task, plan_file, self.fault, self.fault_step, seed)
             self.executor.injector = self.injector
         self.seed = seed
         return True, f"{self.task} scene reset to seed {seed} (fault {self.fault})"
@@ -165,6 +149,30 @@ class SimSession:
             self.world.sim.close()
         except Exception:  # noqa: BLE001 - closing a renderer twice is harmless
             pass
+
+
+def _reference_plan(task: str, seed: int, out_dir: Optional[Path]) -> Path:
+    """The labelled scripted reference's task file for a seed: with step images rendered from a fault-free run
+    into out_dir, else the task's own file."""
+    from emu_ros.sim.tasks import task_file, write_reference_plan
+
+    if out_dir is None:
+        return task_file(task)
+    # a folder per task: the scripted planner loads every task file in the folder, and a shared
+    # --sim-out would otherwise offer the reference plan of another scene left by an earlier run
+    return write_reference_plan(task, seed, out_dir / "reference_plan" / task)
+
+
+def _fault_injector(world, task: str, plan_file: Path, fault: str, fault_step, seed: int):
+    """The fault armed on the reference plan's steps (where it strikes) for this seed."""
+    from emu_ros.guidance.backends.scripted import ScriptedWorldModel
+    from emu_ros.sim.faults import FaultInjector, FaultSpec
+    from emu_ros.sim.tasks import task_def
+
+    steps = ScriptedWorldModel(task_files=[plan_file]).find(task_def(task).instruction).steps
+    calls = [world.mapper.map(s.text).call for s in steps]
+    return FaultInjector(FaultSpec(kind=fault, step=fault_step, seed=seed), world.sim, world.adapter, world.images,
+                         calls)
 
 
 def wait_until(pred, timeout: float, period: float = 0.05) -> bool:

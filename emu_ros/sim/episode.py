@@ -173,10 +173,11 @@ def _prepare(cfg: EpisodeConfig, world: Optional[SimWorld], planner=None) -> tup
     if cfg.step_images and cfg.planner == "scripted":
         out = Path(cfg.out_dir or ".") / f"reference_seed{cfg.seed}"
         plan_file = write_reference_plan(cfg.task, cfg.seed, out, camera=cfg.camera)
-    reference = ScriptedWorldModel(task_files=[task_file(cfg.task)])
-    calls = [world.mapper.map(s.text).call for s in reference.find(tdef.instruction).steps]
     if planner is None or cfg.planner == "scripted":
         planner = make_planner(cfg, plan_file)
+    # where a fault strikes: the reference plan's steps (the scripted planner's own, else the task file's)
+    reference = planner if cfg.planner == "scripted" else ScriptedWorldModel(task_files=[task_file(cfg.task)])
+    calls = [world.mapper.map(s.text).call for s in reference.find(tdef.instruction).steps]
     injector = FaultInjector(cfg.fault, world.sim, world.adapter, world.images, calls)
     return world, tdef, planner, calls, injector
 
