@@ -46,6 +46,8 @@ from .samples import IGNORE_INDEX, INPUT_IDS, LABELS, SampleConfig, TokenSample,
 from .segment import SegmentConfig
 
 log = logging.getLogger(__name__)
+#: With --compact_vocab: the full-vocabulary ids of the embedding/head rows the run trains, in output_dir.
+COMPACT_VOCAB_FILE = "compact_vocab.json"
 
 
 @dataclass
@@ -366,6 +368,8 @@ class Trainer:
             if cfg.objective == "dida":
                 extra.append(DiDATrainConfig(**(cfg.dida or {})).mask_token_id)
             compact = CompactVocab(lm, self.data.token_ids(), extra)
+            if self.ranks.rank == 0:  # the rows this run trains (the others keep their initial values)
+                (self.out / COMPACT_VOCAB_FILE).write_text(json.dumps(compact.vocab.tolist()), encoding="utf-8")
         objective = make_objective(cfg.objective, lm, self.data.first_visual_id, cfg.dida, compact)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(lm)

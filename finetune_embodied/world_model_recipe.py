@@ -252,27 +252,19 @@ def ship(lm_dir: Path, vq_dir: Path, dest: Path, tasks: list, root: Path) -> Pat
     return dest
 
 
-def used_token_ids(cfg: RecipeConfig, root: Path, dataset: Path, vq_dir: Path, model_dir: Path) -> list[int]:
-    """Every id a training sample uses, + specials and visual ids: the rows the compact vocabulary trained."""
-    from emu_ros.model.dida_objective import DiDATrainConfig
-    from emu_ros.model.loading import checked_config
-    from emu_ros.model.tokenizer import load_tokenizer
+def used_token_ids(root: Path) -> list[int]:
+    """The embedding/head rows the AR and DiDA runs trained (their compact vocabularies: every id a training
+    sample uses, the pad and mask ids, the visual codes); written to used_token_ids.json for ship()."""
+    from .train import COMPACT_VOCAB_FILE
 
-    from .data import prepare_lerobot
-    from .samples import SampleConfig
-    from .segment import SegmentConfig
-
-    lm_config = checked_config(model_dir)[0]
-    (root / "ids").mkdir(exist_ok=True)
-    samples = SampleConfig(history_dropout=cfg.history_dropout, done_samples=True, max_length=2048)
-    bundle = prepare_lerobot(str(dataset), samples, SegmentConfig(), 0.0,
-                             _eval_episodes(dataset, cfg.eval_episodes_per_task), False, root / "token_cache",
-                             lm_config, model_dir, vq_dir, root / "ids")
-    tok = load_tokenizer(model_dir)
-    ids = set(bundle.token_ids()) | {bundle.pad_id, DiDATrainConfig().mask_token_id}
-    ids |= {tok.token_id(n) for n in ("BOS", "EOS", "IMG", "BOI", "EOI", "EOL", "BSS", "ESS")}
-    ids |= set(range(tok.first_visual_id, tok.first_visual_id + tok.codebook_size))
-    out = sorted(int(i) for i in ids)
+    ids: set[int] = set()
+    for objective in ("ar", "dida"):
+        path = root / objective / COMPACT_VOCAB_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: the {objective} stage predates it; delete {root / objective} "
+                                    "and run the recipe again")
+        ids |= set(json.loads(path.read_text(encoding="utf-8")))
+    out = sorted(ids)
     (root / "used_token_ids.json").write_text(json.dumps(out), encoding="utf-8")
     return out
 
@@ -293,7 +285,7 @@ def run(cfg: RecipeConfig) -> dict:
     times["ar_s"], t = round(time.time() - t, 1), time.time()
     dida = train_lm(cfg, root, dataset, vq_dir, ar, "dida")
     times["dida_s"], t = round(time.time() - t, 1), time.time()
-    used_token_ids(cfg, root, dataset, vq_dir, init)
+    used_token_ids(root)
     summary = {"dataset": str(dataset), "vision_tokenizer": str(vq_dir), "ar": str(ar), "dida": str(dida), **times}
     if cfg.ship_dir:
         summary["shipped"] = str(ship(dida, vq_dir, Path(cfg.ship_dir), list(cfg.tasks), root))
